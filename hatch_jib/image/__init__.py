@@ -1,0 +1,1 @@
+"""The image model: references, digests, descriptors, manifests, configs and layers."""
