@@ -1,0 +1,166 @@
+"""The reproducible layer writer: sorted tar entries, fixed owners and times, fixed gzip."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+from hatch_jib.cache import BlobStore
+
+__all__ = ["LayerEntry", "LayerSpec", "BuiltLayer", "build_layer", "DEFAULT_MTIME"]
+
+# One second past the epoch, as Jib does: some tools treat an mtime of 0 as "unset".
+DEFAULT_MTIME = 1
+GZIP_LEVEL = 6
+_FORMAT_VERSION = "1"  # bump when the bytes a spec produces change
+_CHUNK = 1 << 20
+
+EntryKind = Literal["file", "dir", "symlink"]
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One path in a layer. `path` is relative to the image root, without a leading `/`."""
+
+    path: str
+    kind: EntryKind
+    mode: int = 0o644
+    source: Path | None = None
+    link_target: str | None = None
+
+    @classmethod
+    def file(cls, path: str, source: Path, *, mode: int | None = None) -> LayerEntry:
+        if mode is None:
+            mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
+        return cls(path.strip("/"), "file", mode, source=source)
+
+    @classmethod
+    def directory(cls, path: str, *, mode: int = 0o755) -> LayerEntry:
+        return cls(path.strip("/"), "dir", mode)
+
+    @classmethod
+    def symlink(cls, path: str, target: str) -> LayerEntry:
+        return cls(path.strip("/"), "symlink", 0o777, link_target=target)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A named layer and its entries; the order of entries does not matter."""
+
+    name: str
+    entries: tuple[LayerEntry, ...]
+
+
+@dataclass(frozen=True)
+class BuiltLayer:
+    """A layer blob in the store: `digest` of the gzip bytes, `diff_id` of the tar."""
+
+    name: str
+    digest: str
+    diff_id: str
+    size: int
+    reused: bool = False
+
+
+def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME) -> BuiltLayer:
+    """Write `spec` as a gzip tar blob, or reuse the blob built before from the same inputs."""
+    # The selector key covers every input byte, so a wrong hit is impossible.
+    entries = _with_parents(spec.entries)
+    key = _selector_key(entries, mtime)
+    record = store.read_record("selectors", key)
+    if record and store.verified_path(record["digest"]) is not None:
+        return BuiltLayer(spec.name, record["digest"], record["diff_id"], record["size"], True)
+
+    # Stream tar -> sha256 (diff_id) -> gzip -> blob writer (digest).
+    with store.writer() as blob:
+        diff_hash = hashlib.sha256()
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=blob, compresslevel=GZIP_LEVEL, mtime=0
+        ) as gz:
+            sink = _HashingSink(gz, diff_hash)
+            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for entry in entries:
+                    _add(tar, entry, mtime)
+        size = blob.size
+        digest = blob.commit()
+
+    diff_id = "sha256:" + diff_hash.hexdigest()
+    store.write_record("selectors", key, {"digest": digest, "diff_id": diff_id, "size": size})
+    return BuiltLayer(spec.name, digest, diff_id, size, False)
+
+
+class _HashingSink(io.RawIOBase):
+    """A write-only stream that hashes bytes on their way to `target`."""
+
+    def __init__(self, target: IO[bytes], digest: hashlib._Hash) -> None:
+        self._target = target
+        self._digest = digest
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._digest.update(data)
+        self._target.write(data)
+        return len(data)
+
+
+def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
+    """Sort entries by path and add every missing parent directory."""
+    by_path = {entry.path: entry for entry in entries}
+    for path in list(by_path):
+        parent = path.rpartition("/")[0]
+        while parent and parent not in by_path:
+            by_path[parent] = LayerEntry.directory(parent)
+            parent = parent.rpartition("/")[0]
+    return [by_path[path] for path in sorted(by_path)]
+
+
+def _add(tar: tarfile.TarFile, entry: LayerEntry, mtime: int) -> None:
+    info = tarfile.TarInfo(entry.path)
+    info.mtime = mtime
+    info.mode = entry.mode
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if entry.kind == "dir":
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif entry.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.link_target or ""
+        tar.addfile(info)
+    else:
+        assert entry.source is not None
+        with open(entry.source, "rb") as handle:
+            info.size = _size_of(handle)
+            tar.addfile(info, handle)
+
+
+def _size_of(handle: IO[bytes]) -> int:
+    handle.seek(0, io.SEEK_END)
+    size = handle.tell()
+    handle.seek(0)
+    return size
+
+
+def _selector_key(entries: list[LayerEntry], mtime: int) -> str:
+    rows = []
+    for entry in entries:
+        content = _file_sha256(entry.source) if entry.kind == "file" and entry.source else ""
+        rows.append([entry.path, entry.kind, entry.mode, entry.link_target or "", content])
+    payload = {"format": _FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
