@@ -32,7 +32,8 @@ class BlobWriter:
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
-        self._file: IO[bytes] = tempfile.NamedTemporaryFile(
+        # The file outlives this call: commit() renames it, discard() removes it.
+        self._file: IO[bytes] = tempfile.NamedTemporaryFile(  # noqa: SIM115
             dir=store.tmp_dir, prefix="blob-", delete=False
         )
         self._hash = hashlib.sha256()
@@ -97,7 +98,9 @@ class BlobStore:
             return path
         actual = _hash_file(path)
         if actual != digest:
-            log.warning("cache: evicting corrupt blob %s (its content hashes to %s)", digest, actual)
+            log.warning(
+                "cache: evicting corrupt blob %s (its content hashes to %s)", digest, actual
+            )
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return None

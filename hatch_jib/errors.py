@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["JibError", "ConfigError", "BuildError", "RegistryError"]
+__all__ = ["BuildError", "ConfigError", "JibError", "RegistryError"]
 
 
 class JibError(Exception):

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "MediaType",
     "Descriptor",
-    "sha256_digest",
+    "DigestMismatch",
+    "MediaType",
     "check_digest",
     "digest_hex",
-    "DigestMismatch",
+    "sha256_digest",
 ]
 
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")

@@ -13,7 +13,7 @@ from typing import IO, Literal
 
 from hatch_jib.cache import BlobStore
 
-__all__ = ["LayerEntry", "LayerSpec", "BuiltLayer", "build_layer", "DEFAULT_MTIME"]
+__all__ = ["DEFAULT_MTIME", "BuiltLayer", "LayerEntry", "LayerSpec", "build_layer"]
 
 # One second past the epoch, as Jib does: some tools treat an mtime of 0 as "unset".
 DEFAULT_MTIME = 1

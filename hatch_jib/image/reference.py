@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hatch_jib.errors import ConfigError
 
-__all__ = ["Reference", "DOCKER_HUB", "parse_reference"]
+__all__ = ["DOCKER_HUB", "Reference", "parse_reference"]
 
 DOCKER_HUB = "registry-1.docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}

@@ -1,0 +1,501 @@
+"""`[tool.jib]` plus `JIB_*` environment and command-line overrides, as frozen dataclasses.
+
+All validation happens here, before any network traffic. Errors name the full key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hatch_jib.errors import ConfigError
+from hatch_jib.image.platform import Platform, parse_platform
+from hatch_jib.image.reference import Reference, parse_reference
+
+__all__ = [
+    "SCHEMA",
+    "Auth",
+    "ContainerConfig",
+    "ExtraDirectory",
+    "FromConfig",
+    "JibConfig",
+    "PythonConfig",
+    "ToConfig",
+    "env_var_for",
+    "load_config",
+]
+
+# Leaf types of the schema.
+STR, BOOL, STR_LIST, STR_MAP = "string", "boolean", "array of strings", "table of strings"
+_AUTH = {"username": STR, "password": STR}
+_EXTRA_DIRECTORY = {
+    "from": STR,
+    "into": STR,
+    "includes": STR_LIST,
+    "excludes": STR_LIST,
+    "permissions": STR_MAP,
+}
+SCHEMA: dict[str, Any] = {
+    "from": {"image": STR, "platforms": STR_LIST, "auth": _AUTH, "cred-helper": STR},
+    "to": {"image": STR, "tags": STR_LIST, "auth": _AUTH, "cred-helper": STR},
+    "container": {
+        "entrypoint": STR_LIST,
+        "args": STR_LIST,
+        "script": STR,
+        "environment": STR_MAP,
+        "labels": STR_MAP,
+        "annotations": STR_MAP,
+        "ports": STR_LIST,
+        "volumes": STR_LIST,
+        "user": STR,
+        "working-directory": STR,
+        "creation-time": STR,
+        "files-modification-time": STR,
+        "format": STR,
+        "app-root": STR,
+    },
+    "python": {
+        "version": STR,
+        "implementation": STR,
+        "libc": STR,
+        "platform-tags": STR_LIST,
+        "lock": STR,
+        "extras": STR_LIST,
+        "groups": STR_LIST,
+        "bytecode": STR,
+    },
+    "extra-directories": [_EXTRA_DIRECTORY],
+    "allow-insecure-registries": STR_LIST,
+    "send-credentials-over-http": BOOL,
+    "cache-dir": STR,
+    "offline": BOOL,
+    "console": STR,
+}
+_SECRET_KEYS = {"password"}
+_PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?")
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Explicit credentials, with where they came from (for the log, never the secret)."""
+
+    username: str
+    password: str = field(repr=False)
+    source: str = "tool.jib"
+
+
+@dataclass(frozen=True)
+class FromConfig:
+    image: Reference
+    platforms: tuple[Platform, ...] = (Platform(),)
+    auth: Auth | None = None
+    cred_helper: str | None = None
+
+
+@dataclass(frozen=True)
+class ToConfig:
+    image: Reference | None = None
+    tags: tuple[str, ...] = ()
+    auth: Auth | None = None
+    cred_helper: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    entrypoint: tuple[str, ...] | None = None
+    args: tuple[str, ...] | None = None
+    script: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    user: str | None = None
+    working_directory: str = "/app"
+    creation_time: str = "1970-01-01T00:00:00Z"
+    files_modification_time: int = 1
+    format: str | None = None
+    app_root: str = "/app"
+
+
+@dataclass(frozen=True)
+class PythonConfig:
+    version: str | None = None
+    implementation: str | None = None
+    libc: str | None = None
+    platform_tags: tuple[str, ...] = ()
+    lock: str | None = None
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    bytecode: str = "auto"
+
+
+@dataclass(frozen=True)
+class ExtraDirectory:
+    source: Path
+    into: str
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    permissions: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JibConfig:
+    from_: FromConfig
+    to: ToConfig
+    container: ContainerConfig = ContainerConfig()
+    python: PythonConfig = PythonConfig()
+    extra_directories: tuple[ExtraDirectory, ...] = ()
+    allow_insecure_registries: frozenset[str] = frozenset()
+    send_credentials_over_http: bool = False
+    cache_dir: Path | None = None
+    offline: bool = False
+    console: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+def env_var_for(path: str) -> str:
+    """`to.auth.username` -> `JIB_TO_AUTH_USERNAME`."""
+    return "JIB_" + re.sub(r"[.-]", "_", path).upper()
+
+
+def load_config(
+    table: Mapping[str, Any] | None,
+    *,
+    project_root: Path,
+    version: str = "",
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> JibConfig:
+    """Validate `[tool.jib]`, overlaid by `JIB_*` variables, overlaid by CLI `overrides`."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = _deep_copy(table or {})
+    sources: dict[str, str] = {}
+
+    # Check the table's shape first, so a typo is reported even if an override hides it.
+    _check_shape(raw, SCHEMA, "tool.jib")
+    for path in _leaf_paths(raw):
+        sources[path] = "pyproject.toml"
+
+    # Overlay the environment, then the command line.
+    for path, kind in _schema_leaves(SCHEMA):
+        name = env_var_for(path)
+        if environ.get(name):
+            _set_path(raw, path, _parse_env(environ[name], kind, name))
+            sources[path] = f"env {name}"
+    for path, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(raw, path, value)
+            sources[path] = "command line"
+
+    return _build(raw, project_root=project_root, version=version, sources=sources)
+
+
+# --- shape checking ---------------------------------------------------------------------------
+
+
+def _check_shape(value: Any, schema: Any, path: str) -> None:
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"Field `{path}` must be a table")
+        for key, item in value.items():
+            if key not in schema:
+                raise _unknown_key(path, key, schema)
+            _check_shape(item, schema[key], f"{path}.{key}")
+    elif isinstance(schema, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"Field `{path}` must be an array of tables")
+        for index, item in enumerate(value):
+            _check_shape(item, schema[0], f"{path}[{index}]")
+    else:
+        _check_leaf(value, schema, path)
+
+
+def _check_leaf(value: Any, kind: str, path: str) -> None:
+    ok = {
+        STR: isinstance(value, str),
+        BOOL: isinstance(value, bool),
+        STR_LIST: isinstance(value, list) and all(isinstance(item, str) for item in value),
+        STR_MAP: isinstance(value, dict)
+        and all(isinstance(item, (str, int, float, bool)) for item in value.values()),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"Field `{path}` must be a {kind}, not {type(value).__name__}")
+
+
+def _unknown_key(path: str, key: str, schema: dict[str, Any]) -> ConfigError:
+    close = difflib.get_close_matches(key, list(schema), n=1)
+    hint = f"did you mean `{path}.{close[0]}`?" if close else f"known keys: {', '.join(schema)}"
+    return ConfigError(f"Unknown key `{path}.{key}`", hint=hint)
+
+
+def _schema_leaves(schema: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    leaves: list[tuple[str, str]] = []
+    for key, kind in schema.items():
+        path = f"{prefix}{key}"
+        if isinstance(kind, dict):
+            leaves.extend(_schema_leaves(kind, f"{path}."))
+        elif isinstance(kind, str):
+            leaves.append((path, kind))
+    return leaves
+
+
+def _leaf_paths(raw: dict[str, Any], prefix: str = "") -> list[str]:
+    paths: list[str] = []
+    for key, value in raw.items():
+        if isinstance(value, dict) and key not in ("environment", "labels", "annotations"):
+            paths.extend(_leaf_paths(value, f"{prefix}{key}."))
+        else:
+            paths.append(f"{prefix}{key}")
+    return paths
+
+
+def _parse_env(text: str, kind: str, name: str) -> Any:
+    if kind == BOOL:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"Environment variable {name}={text!r} must be true or false")
+    if kind == STR_LIST:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if kind == STR_MAP:
+        pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(
+                f"Environment variable {name} must be KEY=value pairs, comma-separated"
+            )
+        return {key.strip(): value for key, _, value in pairs}
+    return text
+
+
+def _set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _deep_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(item) for item in value]
+    return value
+
+
+# --- building the dataclasses -----------------------------------------------------------------
+
+
+def _build(
+    raw: dict[str, Any], *, project_root: Path, version: str, sources: dict[str, str]
+) -> JibConfig:
+    from_raw, to_raw = raw.get("from", {}), raw.get("to", {})
+    if not from_raw.get("image"):
+        raise ConfigError(
+            "No base image: `tool.jib.from.image` is not set",
+            hint='set it in pyproject.toml (from.image = "python:3.12-slim") or JIB_FROM_IMAGE',
+        )
+    from_ = FromConfig(
+        image=parse_reference(from_raw["image"], key="tool.jib.from.image"),
+        platforms=_platforms(from_raw.get("platforms")),
+        auth=_auth(from_raw.get("auth"), "tool.jib.from.auth", sources, "from"),
+        cred_helper=from_raw.get("cred-helper"),
+    )
+    to = ToConfig(
+        image=parse_reference(to_raw["image"], key="tool.jib.to.image")
+        if to_raw.get("image")
+        else None,
+        tags=_tags(to_raw.get("tags"), version),
+        auth=_auth(to_raw.get("auth"), "tool.jib.to.auth", sources, "to"),
+        cred_helper=to_raw.get("cred-helper"),
+    )
+    cache_dir = raw.get("cache-dir")
+    return JibConfig(
+        from_=from_,
+        to=to,
+        container=_container(raw.get("container", {})),
+        python=_python(raw.get("python", {})),
+        extra_directories=_extra_directories(raw.get("extra-directories", []), project_root),
+        allow_insecure_registries=frozenset(raw.get("allow-insecure-registries", [])),
+        send_credentials_over_http=bool(raw.get("send-credentials-over-http", False)),
+        cache_dir=(project_root / cache_dir) if cache_dir else None,
+        offline=bool(raw.get("offline", False)),
+        console=_choice(raw.get("console"), ("plain", "rich"), "tool.jib.console"),
+        sources=dict(sources),
+    )
+
+
+def _platforms(values: list[str] | None) -> tuple[Platform, ...]:
+    if not values:
+        return (Platform(),)
+    return tuple(
+        parse_platform(text, key=f"tool.jib.from.platforms[{index}]")
+        for index, text in enumerate(values)
+    )
+
+
+def _auth(raw: dict[str, Any] | None, path: str, sources: dict[str, str], side: str) -> Auth | None:
+    if not raw:
+        return None
+    if not raw.get("username") or not raw.get("password"):
+        prefix = env_var_for(f"{side}.auth")
+        raise ConfigError(
+            f"`{path}` needs both username and password",
+            hint=f"set both in pyproject.toml, or {prefix}_USERNAME and {prefix}_PASSWORD",
+        )
+    source = sources.get(f"{side}.auth.username", "pyproject.toml")
+    label = f"{source} ({path}.username)" if source == "pyproject.toml" else source
+    if source.startswith("env "):
+        prefix = env_var_for(f"{side}.auth")
+        label = f"{prefix}_USERNAME/{prefix}_PASSWORD"
+    return Auth(raw["username"], raw["password"], source=label)
+
+
+def _tags(values: list[str] | None, version: str) -> tuple[str, ...]:
+    tags = []
+    for index, template in enumerate(values or ["latest"]):
+        tag = template.replace("{version}", version)
+        if "{" in tag or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+            raise ConfigError(
+                f"`tool.jib.to.tags[{index}]` = {template!r} gives the invalid tag {tag!r}",
+                hint="tags may hold letters, digits, _ . and -; {version} is the only placeholder",
+            )
+        tags.append(tag)
+    return tuple(dict.fromkeys(tags))
+
+
+def _container(raw: dict[str, Any]) -> ContainerConfig:
+    key = "tool.jib.container"
+    for index, port in enumerate(raw.get("ports", [])):
+        _check_port(port, f"{key}.ports[{index}]")
+    for name in ("working-directory", "app-root"):
+        if name in raw and not raw[name].startswith("/"):
+            raise ConfigError(f"`{key}.{name}` must be an absolute path, not {raw[name]!r}")
+    return ContainerConfig(
+        entrypoint=tuple(raw["entrypoint"]) if "entrypoint" in raw else None,
+        args=tuple(raw["args"]) if "args" in raw else None,
+        script=raw.get("script"),
+        environment={k: str(v) for k, v in raw.get("environment", {}).items()},
+        labels={k: str(v) for k, v in raw.get("labels", {}).items()},
+        annotations={k: str(v) for k, v in raw.get("annotations", {}).items()},
+        ports=tuple(_normalize_port(port) for port in raw.get("ports", [])),
+        volumes=tuple(raw.get("volumes", [])),
+        user=raw.get("user"),
+        working_directory=raw.get("working-directory", raw.get("app-root", "/app")),
+        creation_time=_creation_time(raw.get("creation-time"), f"{key}.creation-time"),
+        files_modification_time=_mtime(
+            raw.get("files-modification-time"), f"{key}.files-modification-time"
+        ),
+        format=_choice(raw.get("format"), ("docker", "oci"), f"{key}.format"),
+        app_root=raw.get("app-root", "/app"),
+    )
+
+
+def _check_port(text: str, path: str) -> None:
+    match = _PORT.fullmatch(text)
+    bad = not match or not 1 <= int(match[1]) <= 65535
+    if match and match[2]:
+        bad = bad or not int(match[1]) <= int(match[2]) <= 65535
+    if bad:
+        raise ConfigError(
+            f"`{path}` = {text!r} is not a port",
+            hint='write a port or range with an optional protocol: "8000", "9000-9002/udp"',
+        )
+
+
+def _normalize_port(text: str) -> str:
+    return text if "/" in text else f"{text}/tcp"
+
+
+def _creation_time(value: str | None, path: str) -> str:
+    if value in (None, "EPOCH"):
+        return "1970-01-01T00:00:00Z"
+    if value == "USE_CURRENT_TIMESTAMP":
+        return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise ConfigError(
+            f"`{path}` = {value!r} is not a time",
+            hint="use EPOCH, USE_CURRENT_TIMESTAMP or an ISO-8601 time such as 2024-01-01T00:00:00Z",
+        ) from error
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _mtime(value: str | None, path: str) -> int:
+    if value is None:
+        epoch = os.environ.get("SOURCE_DATE_EPOCH")
+        return int(epoch) if epoch and epoch.isdigit() else 1
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise ConfigError(
+            f"`{path}` = {value!r} is not a time",
+            hint="use seconds since the epoch or an ISO-8601 time",
+        ) from error
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
+
+
+def _choice(value: str | None, allowed: tuple[str, ...], path: str) -> str | None:
+    if value is not None and value not in allowed:
+        raise ConfigError(f"`{path}` must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _python(raw: dict[str, Any]) -> PythonConfig:
+    key = "tool.jib.python"
+    version = raw.get("version")
+    if version is not None and not re.fullmatch(r"3\.\d{1,2}", version):
+        raise ConfigError(f"`{key}.version` must be like 3.12, not {version!r}")
+    return PythonConfig(
+        version=version,
+        implementation=_choice(raw.get("implementation"), ("cp",), f"{key}.implementation"),
+        libc=_choice(raw.get("libc"), ("glibc", "musl"), f"{key}.libc"),
+        platform_tags=tuple(raw.get("platform-tags", [])),
+        lock=raw.get("lock"),
+        extras=tuple(raw.get("extras", [])),
+        groups=tuple(raw.get("groups", [])),
+        bytecode=_choice(
+            raw.get("bytecode", "auto"), ("auto", "always", "never"), f"{key}.bytecode"
+        )
+        or "auto",
+    )
+
+
+def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDirectory, ...]:
+    result = []
+    for index, item in enumerate(items):
+        path = f"tool.jib.extra-directories[{index}]"
+        for required in ("from", "into"):
+            if not item.get(required):
+                raise ConfigError(f"`{path}.{required}` is required")
+        if not item["into"].startswith("/"):
+            raise ConfigError(f"`{path}.into` must be an absolute path in the image")
+        source = root / item["from"]
+        if not source.is_dir():
+            raise ConfigError(f"`{path}.from`: directory {source} does not exist")
+        result.append(
+            ExtraDirectory(
+                source=source,
+                into=item["into"],
+                includes=tuple(item.get("includes", [])),
+                excludes=tuple(item.get("excludes", [])),
+                permissions=dict(item.get("permissions", {})),
+            )
+        )
+    return tuple(result)

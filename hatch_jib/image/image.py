@@ -1,0 +1,55 @@
+"""A built image: its manifest, config and layers, as every output consumes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hatch_jib.image.descriptor import Descriptor, sha256_digest
+from hatch_jib.image.platform import Platform
+
+__all__ = ["BlobSource", "Image", "ImageLayer"]
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    """One layer of an image; `name` is `base` for layers passed through from the base."""
+
+    descriptor: Descriptor
+    diff_id: str
+    name: str
+
+    @property
+    def from_base(self) -> bool:
+        return self.name == "base"
+
+
+@dataclass(frozen=True)
+class Image:
+    """A single-platform image whose manifest and config bytes are final."""
+
+    platform: Platform
+    manifest_media_type: str
+    manifest_bytes: bytes
+    config: Descriptor
+    config_bytes: bytes
+    layers: tuple[ImageLayer, ...]
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest_bytes)
+
+    @property
+    def image_id(self) -> str:
+        return self.config.digest
+
+    @property
+    def format(self) -> str:
+        return "oci" if ".oci." in self.manifest_media_type else "docker"
+
+
+class BlobSource(Protocol):
+    """Gives the bytes of a layer blob as a verified local file, fetching it if needed."""
+
+    def blob_path(self, digest: str) -> Path: ...

@@ -1,0 +1,81 @@
+"""Push an image: missing blobs first (HEAD, then mount, then upload), config, then tags."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from hatch_jib.image.image import Image
+from hatch_jib.image.reference import Reference
+from hatch_jib.registry.client import RegistryClient
+
+__all__ = ["BlobPush", "push_image"]
+
+log = logging.getLogger("hatch_jib")
+
+MAX_CONNECTIONS = 8
+
+
+@dataclass(frozen=True)
+class BlobPush:
+    """What happened to one blob: `pushed`, `mounted` or `skipped` (already there)."""
+
+    digest: str
+    name: str
+    size: int
+    outcome: str
+
+
+def push_image(
+    image: Image,
+    *,
+    client: RegistryClient,
+    target: Reference,
+    tags: Sequence[str],
+    blob_path: Callable[[str], Path],
+    mount_from: str | None = None,
+) -> list[BlobPush]:
+    """Push `image` to `target` under every tag; return what happened to each layer blob."""
+
+    # Layers in parallel; the config only after all of them, the manifests last.
+    def push_layer(index: int) -> BlobPush:
+        layer = image.layers[index]
+        source = mount_from if layer.from_base else None
+        return _push_blob(
+            client, layer.descriptor.digest, layer.descriptor.size, layer.name, blob_path, source
+        )
+
+    with ThreadPoolExecutor(MAX_CONNECTIONS) as pool:
+        results = list(pool.map(push_layer, range(len(image.layers))))
+    _push_blob(client, image.config.digest, image.config.size, "config", blob_path, None)
+
+    for tag in tags:
+        digest = client.put_manifest(tag, image.manifest_bytes, image.manifest_media_type)
+        log.info("Pushed manifest %s:%s (%s)", target.context, tag, digest)
+    return results
+
+
+def _push_blob(
+    client: RegistryClient,
+    digest: str,
+    size: int,
+    name: str,
+    blob_path: Callable[[str], Path],
+    mount_from: str | None,
+) -> BlobPush:
+    if client.blob_exists(digest) is not None:
+        log.info("Layer %-12s %s already in target, skipped", name, _short(digest))
+        return BlobPush(digest, name, size, "skipped")
+    if mount_from and client.mount_blob(digest, mount_from):
+        log.info("Layer %-12s %s mounted from %s", name, _short(digest), mount_from)
+        return BlobPush(digest, name, size, "mounted")
+    client.upload_blob(digest, size, blob_path(digest))
+    log.info("Layer %-12s %s pushed (%d bytes)", name, _short(digest), size)
+    return BlobPush(digest, name, size, "pushed")
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[1][:12]

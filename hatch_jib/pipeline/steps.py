@@ -1,0 +1,384 @@
+"""The steps of a build, one function each; the runner decides what runs when."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hatch_jib.cache import BlobStore
+from hatch_jib.config import Auth, JibConfig
+from hatch_jib.errors import BuildError, ConfigError
+from hatch_jib.image.config import ContainerSettings, build_image_config
+from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
+from hatch_jib.image.image import Image, ImageLayer
+from hatch_jib.image.layer import BuiltLayer, build_layer
+from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest
+from hatch_jib.image.platform import Platform
+from hatch_jib.image.reference import Reference
+from hatch_jib.project import Project, build_wheel, main_module
+from hatch_jib.python.install import create_venv, install_wheel
+from hatch_jib.python.layout import split_layers
+from hatch_jib.python.resolve import download, resolve
+from hatch_jib.python.target import PythonOverrides, TargetProfile, detect_target
+from hatch_jib.registry.client import RegistryClient
+from hatch_jib.registry.credentials import Credential, find_credential
+from hatch_jib.registry.transport import TransportOptions
+
+__all__ = [
+    "AppLayers",
+    "BaseImage",
+    "assemble_image",
+    "build_application_layers",
+    "choose_entrypoint",
+    "connect",
+    "detect_target_profile",
+    "image_environment",
+    "obtain_base_layers",
+    "pull_base_image",
+    "transport_options",
+]
+
+log = logging.getLogger("hatch_jib")
+
+# Jib-style bound on concurrent requests to one registry.
+MAX_CONNECTIONS = 8
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """The pulled base: its reference, the chosen platform's manifest and parsed config."""
+
+    reference: Reference
+    client: RegistryClient
+    manifest: Manifest
+    manifest_digest: str
+    config: dict[str, Any]
+    platform: Platform
+
+
+@dataclass(frozen=True)
+class AppLayers:
+    """Our layers, bottom to top, and the command that starts the app."""
+
+    layers: tuple[BuiltLayer, ...]
+    entrypoint: tuple[str, ...]
+    target: TargetProfile
+
+
+def transport_options(config: JibConfig) -> TransportOptions:
+    return TransportOptions(
+        insecure_hosts=config.allow_insecure_registries,
+        send_credentials_over_http=config.send_credentials_over_http,
+    )
+
+
+def connect(
+    reference: Reference,
+    *,
+    auth: Auth | None,
+    options: TransportOptions,
+    push: bool = False,
+    mount_from: Sequence[str] = (),
+) -> RegistryClient:
+    """Retrieve credentials for `reference` and open a client; log where they came from."""
+    explicit = Credential(auth.username, auth.password, auth.source) if auth else None
+    credential = find_credential(reference.registry, explicit=explicit)
+    role = "target" if push else "base"
+    if credential:
+        log.info(
+            "Using credentials from %s for %s (%s)", credential.source, reference.registry, role
+        )
+    else:
+        log.info("No credentials for %s (%s): trying anonymous access", reference.registry, role)
+    return RegistryClient(
+        reference.registry,
+        reference.repository,
+        credential=credential,
+        options=options,
+        push=push,
+        mount_from=mount_from,
+    )
+
+
+def pull_base_image(
+    reference: Reference, client: RegistryClient, store: BlobStore, platform: Platform
+) -> BaseImage:
+    """Pull the base's manifest (through its index if it has one) and its config."""
+    if not reference.digest:
+        log.warning(
+            "Base image %s is not pinned by digest: builds may change when the tag moves", reference
+        )
+    pulled = client.get_manifest(reference.identifier)
+    media_type = pulled.media_type or _sniff_media_type(pulled.data)
+
+    # Pick the platform from an index or manifest list.
+    if media_type in MediaType.INDEXES:
+        index = parse_index(pulled.data, media_type)
+        chosen = index.find(platform)
+        if chosen is None:
+            available = ", ".join(str(p) for p in index.platforms()) or "none"
+            raise BuildError(
+                f"Base image {reference} has no {platform} image (it has: {available})",
+                hint="set `tool.jib.from.platforms` to one it has, or choose another base",
+            )
+        pulled = client.get_manifest(chosen.digest)
+        media_type = pulled.media_type or _sniff_media_type(pulled.data)
+    if media_type not in MediaType.MANIFESTS:
+        raise BuildError(
+            f"Base image {reference} has an unsupported manifest type {media_type!r}",
+            hint="use a base image with a Docker v2.2 or OCI manifest (schema 1 is obsolete)",
+        )
+    manifest = parse_manifest(pulled.data, media_type)
+
+    # The config says the platform for single-platform bases; check it matches.
+    client.fetch_blob(manifest.config.digest, store)
+    config = json.loads(store.read_bytes(manifest.config.digest))
+    found = Platform(
+        config.get("os", "linux"), config.get("architecture", "amd64"), config.get("variant")
+    )
+    if not found.matches(platform):
+        raise BuildError(
+            f"Base image {reference} is for {found}, not {platform}",
+            hint=f'set `tool.jib.from.platforms` to ["{found}"] or choose a {platform} base',
+        )
+    log.info("Base image %s@%s (%s)", reference.context, pulled.digest, found)
+    return BaseImage(reference, client, manifest, pulled.digest, config, found)
+
+
+def _sniff_media_type(raw: bytes) -> str:
+    data = json.loads(raw)
+    if "manifests" in data:
+        return MediaType.OCI_INDEX
+    return MediaType.OCI_MANIFEST
+
+
+def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
+    """Download every base layer into the cache (skipping cached ones), in parallel."""
+    digests = [layer.digest for layer in base.manifest.layers]
+    missing = [digest for digest in digests if store.verified_path(digest) is None]
+    if missing:
+        log.info("Downloading %d of %d base layers", len(missing), len(digests))
+    with ThreadPoolExecutor(MAX_CONNECTIONS) as pool:
+        list(pool.map(lambda digest: base.client.fetch_blob(digest, store), missing))
+    return [store.path(digest) for digest in digests]
+
+
+def detect_target_profile(
+    base: BaseImage, store: BlobStore, overrides: PythonOverrides
+) -> TargetProfile:
+    """The base's Python and platform, cached by base manifest digest."""
+    key = json.dumps([base.manifest_digest, repr(overrides)])
+    record = store.read_record("targets", key)
+    if record:
+        target = TargetProfile(**record)
+    else:
+        # TODO(#4): read PYTHON_VERSION-style config first and skip layer downloads when enough.
+        layers = obtain_base_layers(base, store)
+        target = detect_target(
+            base.config,
+            layers,
+            architecture=base.platform.architecture,
+            variant=base.platform.variant,
+            overrides=overrides,
+        )
+        store.write_record("targets", key, target.__dict__)
+    log.info("Target: %s", target.describe())
+    return target
+
+
+def build_application_layers(
+    project: Project, config: JibConfig, target: TargetProfile, store: BlobStore
+) -> AppLayers:
+    """Build the wheel, resolve and install for the target, and write our layers."""
+    venv = f"{config.container.app_root.rstrip('/')}/.venv"
+    with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
+        scratch_path = Path(scratch)
+        wheel = build_wheel(project, scratch_path / "wheel")
+
+        # Resolve and fetch the dependencies for the target, not for this host.
+        requirements = project.requirements(config.python.extras)
+        resolved = resolve(requirements, target, store=store, offline=config.offline)
+        paths = download(resolved, store, offline=config.offline)
+        log.info("Resolved %d dependencies for %s", len(resolved), target.python_platform())
+
+        # Install into a staging tree that mirrors the image, then split it into layers.
+        root = scratch_path / "root"
+        root.mkdir()
+        venv_entries = create_venv(root, target, venv=venv)
+        installed = [
+            install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
+            for item, path in zip(resolved, paths)
+        ]
+        own = install_wheel(wheel, filename=wheel.name, target=target, root=root, venv=venv)
+        specs = split_layers(root, dependencies=installed, project=own, venv_entries=venv_entries)
+        mtime = config.container.files_modification_time
+        layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
+        entrypoint = choose_entrypoint(project, config, venv, main_module(wheel))
+
+    for layer in layers:
+        state = "reused" if layer.reused else "built"
+        log.info(
+            "Layer %-12s %s %s (%s)", layer.name, state, _short(layer.digest), _size(layer.size)
+        )
+    return AppLayers(layers, entrypoint, target)
+
+
+def choose_entrypoint(
+    project: Project, config: JibConfig, venv: str, package_with_main: str | None
+) -> tuple[str, ...]:
+    """The explicit entrypoint, else the project's one script, else `python -m package`."""
+    container = config.container
+    if container.entrypoint:
+        return container.entrypoint
+    scripts = sorted(project.scripts)
+    if container.script:
+        if container.script not in project.scripts:
+            raise ConfigError(
+                f"`tool.jib.container.script` = {container.script!r} is not in [project.scripts]",
+                hint=f"choose one of: {', '.join(scripts) or 'none (the project has no scripts)'}",
+            )
+        return (f"{venv}/bin/{container.script}",)
+    if len(scripts) == 1:
+        return (f"{venv}/bin/{scripts[0]}",)
+    if len(scripts) > 1:
+        raise ConfigError(
+            f"The project has several scripts ({', '.join(scripts)}) and none is chosen",
+            hint="set `tool.jib.container.script` to the one the image should run",
+        )
+    if package_with_main:
+        return (f"{venv}/bin/python", "-m", package_with_main)
+    raise ConfigError(
+        f"Cannot tell how to start {project.name}: it has no [project.scripts] and no __main__",
+        hint="add a script, a package __main__.py, or set `tool.jib.container.entrypoint`",
+    )
+
+
+def assemble_image(
+    base: BaseImage, app: AppLayers, config: JibConfig, environment: dict[str, str]
+) -> Image:
+    """Put base and app layers under one config and manifest, in the chosen format."""
+    image_format = config.container.format or base.manifest.format
+    media = _MEDIA[image_format]
+
+    # Base layers pass through untouched; only their media type follows the format.
+    base_diff_ids = list((base.config.get("rootfs") or {}).get("diff_ids") or [])
+    if len(base_diff_ids) != len(base.manifest.layers):
+        raise BuildError(
+            f"Base image {base.reference} has {len(base.manifest.layers)} layers but its config "
+            f"lists {len(base_diff_ids)} diff_ids",
+            hint="the base image is malformed; choose another",
+        )
+    layers = [
+        ImageLayer(_convert_layer(desc, image_format), diff_id, "base")
+        for desc, diff_id in zip(base.manifest.layers, base_diff_ids)
+    ]
+    layers += [
+        ImageLayer(Descriptor(media["layer"], layer.digest, layer.size), layer.diff_id, layer.name)
+        for layer in app.layers
+    ]
+
+    # Config, then manifest; these exact bytes are hashed and pushed.
+    container = config.container
+    settings = ContainerSettings(
+        entrypoint=app.entrypoint,
+        args=container.args,
+        environment=environment,
+        labels=container.labels,
+        ports=container.ports,
+        volumes=container.volumes,
+        user=container.user,
+        working_directory=container.working_directory,
+        created=container.creation_time,
+    )
+    base_runtime = dict(base.config)
+    base_runtime.setdefault("rootfs", {"type": "layers", "diff_ids": base_diff_ids})
+    config_bytes = build_image_config(
+        base_runtime,
+        settings=settings,
+        diff_ids=[layer.diff_id for layer in app.layers],
+        layer_names=[layer.name for layer in app.layers],
+    )
+    config_desc = Descriptor(media["config"], sha256_digest(config_bytes), len(config_bytes))
+    annotations = None
+    if image_format == "oci":
+        annotations = {
+            "org.opencontainers.image.base.name": str(base.reference.with_digest("")).rstrip("@"),
+            "org.opencontainers.image.base.digest": base.manifest_digest,
+            **container.annotations,
+        }
+    manifest = Manifest(
+        media["manifest"], config_desc, tuple(layer.descriptor for layer in layers), annotations
+    )
+    return Image(
+        platform=base.platform,
+        manifest_media_type=manifest.media_type,
+        manifest_bytes=manifest.to_bytes(),
+        config=config_desc,
+        config_bytes=config_bytes,
+        layers=tuple(layers),
+    )
+
+
+_MEDIA = {
+    "oci": {
+        "manifest": MediaType.OCI_MANIFEST,
+        "config": MediaType.OCI_CONFIG,
+        "layer": MediaType.OCI_LAYER_GZIP,
+    },
+    "docker": {
+        "manifest": MediaType.DOCKER_MANIFEST,
+        "config": MediaType.DOCKER_CONFIG,
+        "layer": MediaType.DOCKER_LAYER_GZIP,
+    },
+}
+_LAYER_CONVERSIONS = {
+    ("docker", MediaType.OCI_LAYER_GZIP): MediaType.DOCKER_LAYER_GZIP,
+    ("oci", MediaType.DOCKER_LAYER_GZIP): MediaType.OCI_LAYER_GZIP,
+}
+
+
+def _convert_layer(descriptor: Descriptor, image_format: str) -> Descriptor:
+    media_type = _LAYER_CONVERSIONS.get((image_format, descriptor.media_type))
+    if media_type is None:
+        if image_format == "docker" and ".oci." in descriptor.media_type:
+            raise ConfigError(
+                f"Base layer {descriptor.digest} is {descriptor.media_type}, which a Docker "
+                "manifest cannot hold",
+                hint='set `tool.jib.container.format = "oci"`',
+            )
+        return descriptor
+    return Descriptor(media_type, descriptor.digest, descriptor.size, urls=descriptor.urls)
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[1][:12]
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def image_environment(config: JibConfig, base: BaseImage, venv: str) -> dict[str, str]:
+    """PATH with the venv first, VIRTUAL_ENV, PYTHONUNBUFFERED, then the user's variables."""
+    base_env = dict(
+        item.partition("=")[::2] for item in (base.config.get("config") or {}).get("Env") or []
+    )
+    base_path = base_env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    environment = {
+        "PATH": f"{venv}/bin:{base_path}",
+        "VIRTUAL_ENV": venv,
+        "PYTHONUNBUFFERED": "1",
+    }
+    environment.update(config.container.environment)
+    return environment
