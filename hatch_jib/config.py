@@ -426,7 +426,7 @@ def _creation_time(value: str | None, path: str) -> str:
     except ValueError as error:
         raise ConfigError(
             f"`{path}` = {value!r} is not a time",
-            hint="use EPOCH, USE_CURRENT_TIMESTAMP or an ISO-8601 time such as 2024-01-01T00:00:00Z",
+            hint="use EPOCH, USE_CURRENT_TIMESTAMP or ISO-8601 such as 2024-01-01T00:00:00Z",
         ) from error
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)

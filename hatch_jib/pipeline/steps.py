@@ -213,7 +213,7 @@ def build_application_layers(
         venv_entries = create_venv(root, target, venv=venv)
         installed = [
             install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
-            for item, path in zip(resolved, paths)
+            for item, path in zip(resolved, paths, strict=True)
         ]
         own = install_wheel(wheel, filename=wheel.name, target=target, root=root, venv=venv)
         specs = split_layers(root, dependencies=installed, project=own, venv_entries=venv_entries)
@@ -276,7 +276,7 @@ def assemble_image(
         )
     layers = [
         ImageLayer(_convert_layer(desc, image_format), diff_id, "base")
-        for desc, diff_id in zip(base.manifest.layers, base_diff_ids)
+        for desc, diff_id in zip(base.manifest.layers, base_diff_ids, strict=True)
     ]
     layers += [
         ImageLayer(Descriptor(media["layer"], layer.digest, layer.size), layer.diff_id, layer.name)
