@@ -172,7 +172,8 @@ def _write_outputs(
         "platforms": [str(image.platform)],
         "imagePushed": result.pushed,
         "layers": [
-            {"name": l.name, "digest": l.digest, "size": l.size, "pushed": l.pushed} for l in layers
+            {"name": item.name, "digest": item.digest, "size": item.size, "pushed": item.pushed}
+            for item in layers
         ],
     }
     artifacts.insert(0, write_result_files(plan.directory, summary))
