@@ -1,0 +1,103 @@
+"""`[tool.jib]` is validated up front, with env and CLI overrides on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hatch_jib.config import env_var_for, load_config
+from hatch_jib.errors import ConfigError
+
+ROOT = Path("/project")
+BASE = {"from": {"image": "python:3.12-slim"}}
+
+
+def test_environment_configures_a_project_without_a_jib_table():
+    environ = {
+        "JIB_FROM_IMAGE": "localhost:5000/base:1",
+        "JIB_TO_IMAGE": "localhost:5000/app",
+        "JIB_TO_TAGS": "{version}, latest",
+    }
+
+    config = load_config(None, project_root=ROOT, version="2.0", environ=environ)
+
+    assert str(config.from_.image) == "localhost:5000/base:1"
+    assert str(config.to.image) == "localhost:5000/app:latest"
+    assert config.to.tags == ("2.0", "latest")
+
+
+def test_environment_overrides_the_table_and_cli_overrides_the_environment():
+    table = {"from": {"image": "python:3.11"}, "to": {"image": "reg.io/a"}}
+    environ = {"JIB_FROM_IMAGE": "python:3.12", "JIB_TO_IMAGE": "reg.io/b"}
+
+    config = load_config(
+        table, project_root=ROOT, environ=environ, overrides={"to.image": "reg.io/c"}
+    )
+
+    assert config.from_.image.tag == "3.12"
+    assert config.to.image is not None and config.to.image.repository == "c"
+    assert config.sources["from.image"] == "env JIB_FROM_IMAGE"
+    assert config.sources["to.image"] == "command line"
+
+
+def test_auth_from_environment_records_its_source_but_not_the_password_in_repr():
+    environ = {"JIB_TO_AUTH_USERNAME": "ci", "JIB_TO_AUTH_PASSWORD": "s3cret-value"}
+
+    config = load_config(BASE, project_root=ROOT, environ=environ)
+
+    assert config.to.auth is not None
+    assert config.to.auth.source == "JIB_TO_AUTH_USERNAME/JIB_TO_AUTH_PASSWORD"
+    assert "s3cret-value" not in repr(config)
+
+
+def test_empty_tags_mean_latest():
+    config = load_config(BASE, project_root=ROOT, environ={})
+
+    assert config.to.tags == ("latest",)
+
+
+def test_env_var_names_follow_key_paths():
+    assert env_var_for("to.auth.username") == "JIB_TO_AUTH_USERNAME"
+    assert env_var_for("allow-insecure-registries") == "JIB_ALLOW_INSECURE_REGISTRIES"
+
+
+@pytest.mark.parametrize(
+    ("table", "culprit"),
+    [
+        ({**BASE, "form": {}}, "did you mean `tool.jib.from`"),
+        ({"from": {"image": "python:3", "imag": "x"}}, "tool.jib.from.imag"),
+        ({**BASE, "container": {"ports": ["80", "http"]}}, "tool.jib.container.ports[1]"),
+        ({**BASE, "container": {"ports": ["70000"]}}, "tool.jib.container.ports[0]"),
+        ({**BASE, "container": {"entrypoint": "app"}}, "tool.jib.container.entrypoint"),
+        ({**BASE, "container": {"format": "rpm"}}, "tool.jib.container.format"),
+        ({**BASE, "container": {"working-directory": "app"}}, "working-directory"),
+        ({**BASE, "container": {"creation-time": "yesterday"}}, "creation-time"),
+        ({"from": {"image": "python:3.12", "platforms": ["amd64"]}}, "platforms[0]"),
+        ({"from": {"image": "python:3.12", "platforms": ["linux/sparc"]}}, "platforms[0]"),
+        ({**BASE, "to": {"tags": ["ok", "no spaces"]}}, "tool.jib.to.tags[1]"),
+        ({**BASE, "to": {"auth": {"username": "u"}}}, "tool.jib.to.auth"),
+        ({**BASE, "python": {"version": "three"}}, "tool.jib.python.version"),
+        ({**BASE, "offline": "yes"}, "tool.jib.offline"),
+        ({"from": {"image": "Bad/Name"}}, "tool.jib.from.image"),
+        ({"to": {"image": "reg.io/a"}}, "tool.jib.from.image"),
+    ],
+)
+def test_bad_config_names_the_key(table, culprit):
+    with pytest.raises(ConfigError) as caught:
+        load_config(table, project_root=ROOT, environ={})
+
+    assert culprit in str(caught.value)
+
+
+def test_bad_boolean_in_environment_names_the_variable():
+    with pytest.raises(ConfigError, match="JIB_OFFLINE"):
+        load_config(BASE, project_root=ROOT, environ={"JIB_OFFLINE": "maybe"})
+
+
+def test_ports_get_a_protocol():
+    table = {**BASE, "container": {"ports": ["8000", "9000-9002/udp"]}}
+
+    config = load_config(table, project_root=ROOT, environ={})
+
+    assert config.container.ports == ("8000/tcp", "9000-9002/udp")

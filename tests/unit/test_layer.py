@@ -1,0 +1,103 @@
+"""Layers are byte-for-byte reproducible and their selectors never hit wrongly."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+from pathlib import Path
+
+from hatch_jib.cache import BlobStore
+from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
+
+
+def _tree(root: Path, *, touch: int) -> LayerSpec:
+    (root / "pkg").mkdir(parents=True, exist_ok=True)
+    (root / "pkg" / "__init__.py").write_text("VALUE = 1\n")
+    (root / "pkg" / "tool").write_text("#!/bin/sh\n")
+    (root / "pkg" / "tool").chmod(0o775)
+    for path in (root / "pkg").iterdir():
+        os.utime(path, (touch, touch))
+    return LayerSpec(
+        "code",
+        (
+            LayerEntry.file("app/pkg/tool", root / "pkg" / "tool"),
+            LayerEntry.file("app/pkg/__init__.py", root / "pkg" / "__init__.py"),
+            LayerEntry.symlink("app/.venv/bin/python", "/usr/bin/python3.11"),
+        ),
+    )
+
+
+def test_same_inputs_at_other_paths_and_times_give_the_same_digest(tmp_path):
+    first = build_layer(_tree(tmp_path / "a", touch=1000), BlobStore(tmp_path / "cache-a"))
+    second = build_layer(_tree(tmp_path / "b", touch=9999), BlobStore(tmp_path / "cache-b"))
+
+    assert (first.digest, first.diff_id) == (second.digest, second.diff_id)
+
+
+def test_tar_entries_are_sorted_with_parents_and_carry_no_host_identity(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+
+    layer = build_layer(_tree(tmp_path / "src", touch=12345), store, mtime=7)
+
+    with tarfile.open(store.path(layer.digest)) as tar:
+        members = tar.getmembers()
+    names = [member.name for member in members]
+    assert names == sorted(names)
+    assert {"app", "app/.venv", "app/.venv/bin", "app/pkg"} <= set(names)
+    for member in members:
+        assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
+        assert member.mtime == 7
+        assert not member.pax_headers
+    modes = {member.name: member.mode for member in members}
+    assert modes["app/pkg/tool"] == 0o755
+    assert modes["app/pkg/__init__.py"] == 0o644
+
+
+def test_gzip_header_has_no_name_and_no_time(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+
+    layer = build_layer(_tree(tmp_path / "src", touch=1), store)
+
+    header = store.path(layer.digest).read_bytes()[:10]
+    assert header[3] & 0x08 == 0  # FNAME flag unset
+    assert header[4:8] == b"\0\0\0\0"  # MTIME zero
+    assert gzip.decompress(store.path(layer.digest).read_bytes())
+
+
+def test_changed_content_with_unchanged_mtime_rebuilds_the_layer(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    spec = _tree(tmp_path / "src", touch=500)
+    first = build_layer(spec, store)
+
+    source = tmp_path / "src" / "pkg" / "__init__.py"
+    source.write_text("VALUE = 2\n")
+    os.utime(source, (500, 500))
+    second = build_layer(spec, store)
+
+    assert second.digest != first.digest
+    assert not second.reused
+
+
+def test_unchanged_inputs_reuse_the_cached_blob(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    spec = _tree(tmp_path / "src", touch=500)
+    first = build_layer(spec, store)
+
+    second = build_layer(spec, store)
+
+    assert second.reused and second.digest == first.digest
+
+
+def test_corrupt_cached_blob_is_rebuilt_not_reused(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    spec = _tree(tmp_path / "src", touch=500)
+    first = build_layer(spec, store)
+    store.path(first.digest).write_bytes(b"garbage")
+    store = BlobStore(tmp_path / "cache")  # a later build, which has verified nothing yet
+
+    second = build_layer(spec, store)
+
+    assert not second.reused
+    assert second.digest == first.digest
+    assert store.verified_path(first.digest) is not None
