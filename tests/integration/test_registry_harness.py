@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,9 @@ def test_harness_registry_answers_v2_and_demands_auth_only_when_configured(
     tmp_path: Path, mode: str
 ) -> None:
     with running_registry(tmp_path, mode) as registry:
-        verify = str(registry.ca_file) if registry.ca_file else True
+        verify: bool | ssl.SSLContext = True
+        if registry.ca_file:
+            verify = ssl.create_default_context(cafile=str(registry.ca_file))
         with httpx.Client(verify=verify) as client:
             response = client.get(f"{registry.url}/v2/")
 

@@ -18,6 +18,7 @@ import contextlib
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -182,7 +183,9 @@ def _free_port() -> int:
 
 def _wait_ready(registry: RunningRegistry) -> bool:
     """Poll `/v2/` until any HTTP answer (200 or 401) arrives, or the process dies."""
-    verify: bool | str = str(registry.ca_file) if registry.ca_file else True
+    verify: bool | ssl.SSLContext = True
+    if registry.ca_file:
+        verify = ssl.create_default_context(cafile=str(registry.ca_file))
     deadline = time.monotonic() + _START_TIMEOUT
     with httpx.Client(verify=verify, timeout=2.0) as client:
         while time.monotonic() < deadline:

@@ -1,0 +1,466 @@
+"""The OCI distribution client: manifests and blobs in one repository of one registry.
+
+`RegistryClient` speaks the pull and push halves of the distribution spec over a
+`Transport` (scheme, retries, redirects) with an `Authenticator` (challenges, tokens).
+Every failure becomes a `RegistryError` that names the registry, the repository, the
+operation and the registry's error code, with a hint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urljoin
+
+import httpx
+
+from hatch_jib.cache import BlobStore
+from hatch_jib.errors import RegistryError
+from hatch_jib.image.descriptor import DigestMismatch, MediaType, check_digest, sha256_digest
+from hatch_jib.registry.auth import Authenticator, repository_scope, unauthorized_hint
+from hatch_jib.registry.credentials import Credential
+from hatch_jib.registry.transport import Body, Transport, TransportOptions, origin_of
+
+__all__ = ["MANIFEST_ACCEPT", "PulledManifest", "RegistryClient"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_ACCEPT = ", ".join(
+    [
+        MediaType.OCI_INDEX,
+        MediaType.OCI_MANIFEST,
+        MediaType.DOCKER_LIST,
+        MediaType.DOCKER_MANIFEST,
+    ]
+)
+_MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+_CHUNK = 1 << 20
+_GENERIC_TYPES = ("", "application/json", "text/plain", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class PulledManifest:
+    """A manifest or index exactly as the registry sent it."""
+
+    data: bytes
+    media_type: str
+    digest: str  # sha256 of `data`
+
+
+class RegistryClient:
+    """Pull and push manifests and blobs in `registry/repository`."""
+
+    def __init__(
+        self,
+        registry: str,
+        repository: str,
+        *,
+        credential: Credential | None,
+        options: TransportOptions,
+        push: bool = False,
+        mount_from: Sequence[str] = (),
+    ) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.credential = credential
+        self.options = options
+        self.transport = Transport(registry, options)
+        actions = ("pull", "push") if push else ("pull",)
+        scopes = [repository_scope(repository, actions)]
+        scopes += [repository_scope(source, ("pull",)) for source in mount_from]
+        self.auth = Authenticator(
+            transport=self.transport, repository=repository, credential=credential, scopes=scopes
+        )
+
+    # -- public API ----------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        """Ping the registry and get a token now, so bad credentials fail early."""
+        self.auth.authorization()
+
+    def get_manifest(self, identifier: str) -> PulledManifest:
+        """The manifest or index for a tag or digest; a digest is verified against the bytes."""
+        what = f"manifest {identifier}"
+        response = self._request(
+            "GET",
+            self._path("manifests", identifier),
+            what=what,
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        with closing(response):
+            self._expect(response, (200,), f"GET {what}")
+            data = _read_limited(response, _MAX_MANIFEST_BYTES)
+        digest = sha256_digest(data)
+        if identifier.startswith("sha256:") and digest != identifier:
+            raise self._error(
+                f"GET {what}: the registry sent content with digest {digest}",
+                code="DIGEST_INVALID",
+                hint="the registry or a proxy altered the manifest; pull by tag to inspect it",
+            )
+        media_type = _media_type(response.headers.get("Content-Type", ""), data)
+        log.debug("%s: %s is %s (%s)", self._where, identifier, digest, media_type)
+        return PulledManifest(data=data, media_type=media_type, digest=digest)
+
+    def blob_exists(self, digest: str) -> int | None:
+        """The blob's size if the repository has it, else None."""
+        what = f"blob {check_digest(digest)}"
+        response = self._request("HEAD", self._path("blobs", digest), what=what)
+        with closing(response):
+            if response.status_code == 404:
+                return None
+            self._expect(response, (200,), f"HEAD {what}")
+        length = response.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else 0
+
+    def fetch_blob(self, digest: str, store: BlobStore) -> Path:
+        """Download a blob into `store` (verified by digest) unless it is there already."""
+        check_digest(digest)
+        cached = store.verified_path(digest)
+        if cached is not None:
+            return cached
+        attempts = 1 + self.options.max_retries
+        for attempt in range(attempts):
+            try:
+                return self._download(digest, store)
+            except (httpx.TransportError, _Corrupt) as error:
+                if attempt == attempts - 1:
+                    raise self._download_error(digest, error) from error
+                log.info("%s: download of %s broke off (%s); retrying", self._where, digest, error)
+                time.sleep(min(8.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def mount_blob(self, digest: str, from_repository: str) -> bool:
+        """Ask the registry to link a blob from another repository; True if it did."""
+        what = f"blob {check_digest(digest)} from {from_repository}"
+        self.auth.add_scopes([repository_scope(from_repository, ("pull",))])
+        path = f"/v2/{self.repository}/blobs/uploads/?mount={digest}&from={from_repository}"
+        response = self._request("POST", path, what=what, idempotent=False)
+        with closing(response):
+            if response.status_code == 201:
+                log.debug("%s: mounted %s from %s", self._where, digest, from_repository)
+                return True
+            self._expect(response, (202,), f"mount {what}")
+
+        # The registry opened an ordinary upload instead; do not leave it dangling.
+        location = response.headers.get("Location")
+        if location:
+            self._cancel_upload(self._resolve(location, path))
+        return False
+
+    def upload_blob(self, digest: str, size: int, path: Path) -> None:
+        """Push a blob from `path`: POST a session, then PUT it whole with `?digest=`.
+
+        A failed PUT consumes its session, so each retry starts a new one.
+        """
+        check_digest(digest)
+        actual_size = Path(path).stat().st_size
+        if actual_size != size:
+            raise ValueError(f"{path} has {actual_size} bytes, not the {size} its descriptor says")
+        what = f"blob {digest}"
+        attempts = 1 + self.options.max_retries
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            location = self._start_upload(what)
+            try:
+                response = self._request(
+                    "PUT",
+                    _with_digest(location, digest),
+                    what=what,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(size),
+                    },
+                    body=lambda: _file_chunks(path),
+                    idempotent=False,
+                )
+            except RegistryError as error:
+                if last or error.code != "UNREACHABLE":
+                    raise
+                log.info(
+                    "%s: upload of %s failed (%s); restarting", self._where, digest, error.message
+                )
+                time.sleep(min(8.0, 0.5 * 2**attempt))
+                continue
+            with closing(response):
+                if response.status_code in (201, 204) or last or not _retryable(response):
+                    self._expect(response, (201, 204), f"PUT {what}")
+                    self._check_digest_header(response, digest, f"PUT {what}")
+                    log.debug("%s: uploaded %s (%d bytes)", self._where, digest, size)
+                    return
+            log.info(
+                "%s: upload of %s got HTTP %d; restarting",
+                self._where,
+                digest,
+                response.status_code,
+            )
+            time.sleep(min(8.0, 0.5 * 2**attempt))
+
+    def put_manifest(self, identifier: str, data: bytes, media_type: str) -> str:
+        """Push a manifest or index under a tag or its digest; returns its digest."""
+        digest = sha256_digest(data)
+        if identifier.startswith("sha256:") and identifier != digest:
+            raise ValueError(f"manifest bytes have digest {digest}, not {identifier}")
+        what = f"manifest {identifier}"
+        response = self._request(
+            "PUT",
+            self._path("manifests", identifier),
+            what=what,
+            headers={"Content-Type": media_type},
+            body=data,
+        )
+        with closing(response):
+            self._expect(response, (200, 201, 202, 204), f"PUT {what}")
+            self._check_digest_header(response, digest, f"PUT {what}")
+        log.debug("%s: pushed %s as %s", self._where, identifier, digest)
+        return digest
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- steps ---------------------------------------------------------------------------
+
+    @property
+    def _where(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    def _path(self, kind: str, identifier: str) -> str:
+        return f"/v2/{self.repository}/{kind}/{identifier}"
+
+    def _request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        body: Body = None,
+        idempotent: bool | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Send with the current Authorization; on a 401, let auth learn and send once more."""
+        url = self._resolve(path_or_url, "/v2/")
+        for attempt in range(2):
+            sent_headers = dict(headers or {})
+            authorization = self.auth.authorization()
+            # Only the registry itself gets our Authorization, never an upload or CDN host.
+            if authorization and origin_of(url)[1:] == origin_of(self.transport.base_url)[1:]:
+                sent_headers["Authorization"] = authorization
+            response = self.transport.request(
+                method, url, headers=sent_headers, body=body, idempotent=idempotent, stream=stream
+            )
+            if response.status_code != 401 or attempt == 1:
+                return response
+            if not self.auth.refused(response, sent_headers.get("Authorization")):
+                return response
+            response.close()
+            log.debug("%s: %s %s refused; authenticating again", self._where, method, what)
+        raise AssertionError("unreachable: the second attempt returns")
+
+    def _resolve(self, path_or_url: str, relative_to: str) -> str:
+        """An absolute URL; a relative Location resolves against the request it came from."""
+        if "://" in path_or_url:
+            return path_or_url
+        return urljoin(self.transport.base_url + relative_to, path_or_url)
+
+    def _download(self, digest: str, store: BlobStore) -> Path:
+        what = f"blob {digest}"
+        response = self._request(
+            "GET",
+            self._path("blobs", digest),
+            what=what,
+            headers={"Accept-Encoding": "identity"},
+            stream=True,
+        )
+        with closing(response):
+            self._expect(response, (200,), f"GET {what}")
+            with store.writer() as blob:
+                for chunk in response.iter_raw(_CHUNK):
+                    blob.write(chunk)
+                try:
+                    blob.commit(expected=digest)
+                except DigestMismatch as error:
+                    raise _Corrupt(str(error)) from error
+        log.debug("%s: fetched %s", self._where, digest)
+        return store.path(digest)
+
+    def _start_upload(self, what: str) -> str:
+        path = f"/v2/{self.repository}/blobs/uploads/"
+        response = self._request("POST", path, what=what, idempotent=False)
+        with closing(response):
+            self._expect(response, (202,), f"POST upload for {what}")
+        location = response.headers.get("Location")
+        if not location:
+            raise self._error(
+                f"POST upload for {what}: the registry answered 202 without a Location",
+                code="BLOB_UPLOAD_INVALID",
+                hint="the registry does not follow the distribution spec; report it",
+            )
+        return self._resolve(location, path)
+
+    def _cancel_upload(self, url: str) -> None:
+        try:
+            self._request("DELETE", url, what="upload session").close()
+        except RegistryError as error:
+            log.debug("%s: could not cancel upload %s: %s", self._where, url, error.message)
+
+    def _check_digest_header(self, response: httpx.Response, digest: str, action: str) -> None:
+        echoed = response.headers.get("Docker-Content-Digest")
+        if echoed and echoed.startswith("sha256:") and echoed != digest:
+            raise self._error(
+                f"{action}: the registry stored it as {echoed}, not {digest}",
+                code="DIGEST_INVALID",
+                hint="the registry rewrote the content; push to a registry that stores it as sent",
+            )
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _expect(self, response: httpx.Response, statuses: Sequence[int], action: str) -> None:
+        if response.status_code in statuses:
+            return
+        code, detail = _error_code(response)
+        message = f"{action} in {self._where} failed: {code}"
+        if detail:
+            message += f" ({detail})"
+        raise self._error(message, code=code, hint=self._hint(code), status=response.status_code)
+
+    def _error(
+        self, message: str, *, code: str, hint: str, status: int | None = None
+    ) -> RegistryError:
+        return RegistryError(
+            message,
+            hint=hint,
+            registry=self.registry,
+            repository=self.repository,
+            code=code,
+            status=status,
+        )
+
+    def _hint(self, code: str) -> str:
+        if code == "UNAUTHORIZED":
+            return unauthorized_hint(self.registry, self.credential)
+        if code == "DENIED":
+            source = self.credential.source if self.credential else "anonymous access"
+            return (
+                f"the registry denied {self._where} to {source}: check the account's"
+                " permissions and the repository name"
+            )
+        return _HINTS.get(code, "see the registry's response above and its logs")
+
+    def _download_error(self, digest: str, error: Exception) -> RegistryError:
+        if isinstance(error, _Corrupt):
+            return self._error(
+                f"GET blob {digest} from {self._where}: {error}",
+                code="DIGEST_INVALID",
+                hint="the registry or a proxy sent different bytes; check the mirror or proxy",
+            )
+        return self._error(
+            f"GET blob {digest} from {self._where} failed: {error}",
+            code="UNREACHABLE",
+            hint="the connection kept breaking; check the network and try again",
+        )
+
+
+_HINTS = {
+    "NAME_UNKNOWN": "the repository does not exist: check the image name",
+    "NAME_INVALID": "the repository name is not valid for this registry",
+    "MANIFEST_UNKNOWN": "no such tag or digest in the repository: check the image reference",
+    "BLOB_UNKNOWN": "the registry is missing a blob: push the image's layers and config first",
+    "MANIFEST_BLOB_UNKNOWN": "a blob the manifest references is not in the repository",
+    "MANIFEST_INVALID": 'the registry rejected the manifest; try `container.format = "docker"`',
+    "UNSUPPORTED": "the registry does not support this operation or media type",
+    "DIGEST_INVALID": "the content did not match its digest; retry, and check proxies",
+    "SIZE_INVALID": "the content did not match its declared size; retry",
+    "TAG_INVALID": "the tag does not match the manifest",
+    "TOOMANYREQUESTS": "the registry is rate limiting: wait and retry, or log in to raise the"
+    " limit",
+    "BLOB_UPLOAD_UNKNOWN": "the upload session expired; retry the build",
+    "BLOB_UPLOAD_INVALID": "the registry rejected the upload; retry the build",
+}
+
+_STATUS_CODES = {
+    401: "UNAUTHORIZED",
+    403: "DENIED",
+    404: "NOT_FOUND",
+    405: "UNSUPPORTED",
+    429: "TOOMANYREQUESTS",
+}
+
+
+class _Corrupt(Exception):
+    """Downloaded bytes did not match the digest: worth one more try."""
+
+
+def _error_code(response: httpx.Response) -> tuple[str, str]:
+    """(code, detail) from a distribution error body, else from the status and text."""
+    try:
+        raw = response.read()
+    except httpx.HTTPError:
+        raw = b""
+    fallback = _STATUS_CODES.get(response.status_code, f"HTTP_{response.status_code}")
+    try:
+        errors = json.loads(raw).get("errors") or []
+        first = errors[0]
+        code = str(first.get("code") or fallback).upper()
+        detail = str(first.get("message") or "")
+        if first.get("detail") and not isinstance(first["detail"], (list, dict)):
+            detail = f"{detail}: {first['detail']}" if detail else str(first["detail"])
+        return code, detail
+    except (ValueError, AttributeError, IndexError, TypeError):
+        pass
+    text = raw.decode(errors="replace").strip().splitlines()
+    return fallback, (text[0][:200] if text else f"HTTP {response.status_code}")
+
+
+def _media_type(content_type: str, data: bytes) -> str:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type not in _GENERIC_TYPES:
+        return media_type
+    # Some registries send generic JSON; the document then names its own type.
+    try:
+        named = json.loads(data).get("mediaType")
+    except (ValueError, AttributeError):
+        named = None
+    return str(named) if named else media_type
+
+
+def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    data = response.read()
+    if len(data) > limit:
+        raise ValueError(f"manifest of {len(data)} bytes exceeds the {limit} byte limit")
+    return data
+
+
+def _with_digest(location: str, digest: str) -> str:
+    """Add `digest=` to an upload URL, keeping its own query (`_state` etc.) as sent."""
+    base, hash_mark, fragment = location.partition("#")
+    joiner = "&" if "?" in base else "?"
+    if base.endswith(("?", "&")):
+        joiner = ""
+    return f"{base}{joiner}digest={digest}" + (f"#{fragment}" if hash_mark else "")
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            yield chunk
+
+
+def _retryable(response: httpx.Response) -> bool:
+    return response.status_code == 429 or response.status_code >= 500
