@@ -83,6 +83,7 @@ def run_build(plan: BuildPlan) -> BuildResult:
         venv = f"{config.container.app_root.rstrip('/')}/.venv"
         environment = steps.image_environment(config, base, venv)
         image = steps.assemble_image(base, app, config, environment)
+        store.put_bytes(image.config_bytes, expected=image.config.digest)
 
         def blob_path(digest: str) -> Path:
             path = store.verified_path(digest)

@@ -188,7 +188,8 @@ def detect_target_profile(
             overrides=overrides,
         )
         store.write_record("targets", key, target.__dict__)
-    log.info("Target: %s", target.describe())
+        return target
+    log.info("Target: %s (cached)", target.describe())
     return target
 
 
