@@ -1,0 +1,158 @@
+"""Wheel installation into a staging tree that mirrors the image, and the venv skeleton."""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.exceptions import InstallerError
+from installer.records import RecordEntry
+from installer.sources import WheelFile
+from installer.utils import Scheme
+
+from hatch_jib.errors import BuildError
+from hatch_jib.image.layer import LayerEntry
+from hatch_jib.python.target import TargetProfile
+
+__all__ = ["INSTALLER", "VENV", "InstalledDist", "create_venv", "install_wheel", "venv_scheme"]
+
+log = logging.getLogger(__name__)
+
+VENV = "/app/.venv"
+INSTALLER = "hatch-jib"
+
+
+@dataclass(frozen=True)
+class InstalledDist:
+    """A distribution installed into the staging tree; `files` are image paths, no leading `/`."""
+
+    name: str
+    version: str
+    files: tuple[str, ...]
+
+
+def venv_scheme(target: TargetProfile, venv: str = VENV) -> dict[str, str]:
+    """The install scheme of the image's venv: absolute paths inside the image."""
+    site_packages = f"{venv}/lib/python{target.python_version}/site-packages"
+    return {
+        "purelib": site_packages,
+        "platlib": site_packages,
+        "scripts": f"{venv}/bin",
+        "data": venv,
+        "headers": f"{venv}/include/site/python{target.python_version}",
+    }
+
+
+def install_wheel(
+    wheel: Path, *, filename: str, target: TargetProfile, root: Path, venv: str = VENV
+) -> InstalledDist:
+    """Install `wheel` (named `filename` on its index) into `root` + `venv` for `target`.
+
+    The wheel may sit under any name, such as its digest in the blob store: installer reads
+    the distribution name, version and tags from `filename` instead of the path.
+    """
+    destination = _StagingDestination(
+        scheme_dict=venv_scheme(target, venv),
+        # The venv's own python: absolute, since distroless images have no /usr/bin/env.
+        interpreter=f"{venv}/bin/python",
+        script_kind="posix",
+        destdir=os.fspath(root),
+    )
+    try:
+        with open(wheel, "rb") as handle, zipfile.ZipFile(handle) as archive:
+            archive.filename = filename
+            source = WheelFile(archive)
+            # INSTALLER names us; no direct_url.json, so no host path reaches the image.
+            install(source, destination, {"INSTALLER": f"{INSTALLER}\n".encode()})
+            name, version = source.distribution, source.version
+    except (InstallerError, zipfile.BadZipFile, ValueError, KeyError) as error:
+        raise BuildError(
+            f"cannot install wheel {filename}: {error}",
+            hint="the wheel is damaged or not a valid wheel; rebuild it or pin another version",
+        ) from error
+    except FileExistsError as error:
+        raise BuildError(
+            f"cannot install wheel {filename}: {error.args[0]}",
+            hint="two distributions ship the same file; remove one of them from the dependencies",
+        ) from error
+
+    files = tuple(sorted(destination.written))
+    log.debug("installed %s %s (%d files)", name, version, len(files))
+    return InstalledDist(name=name, version=version, files=files)
+
+
+@dataclass
+class _StagingDestination(SchemeDictionaryDestination):
+    """Remembers every file it writes and writes a sorted RECORD."""
+
+    written: set[str] = field(default_factory=set)
+
+    def write_to_fs(
+        self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
+    ) -> RecordEntry:
+        entry = super().write_to_fs(scheme, path, stream, is_executable)
+        image_path = posixpath.join(self.scheme_dict[scheme], path)
+        self.written.add(posixpath.normpath(image_path).lstrip("/"))
+        return entry
+
+    def finalize_installation(
+        self,
+        scheme: Scheme,
+        record_file_path: str,
+        records: Iterable[tuple[Scheme, RecordEntry]],
+    ) -> None:
+        # installer records files in archive order; sort them so RECORD is byte-stable.
+        root = self.scheme_dict[scheme]
+
+        def record_path(item: tuple[Scheme, RecordEntry]) -> str:
+            file_scheme, entry = item
+            return posixpath.relpath(
+                posixpath.join(self.scheme_dict[file_scheme], entry.path), root
+            )
+
+        super().finalize_installation(scheme, record_file_path, sorted(records, key=record_path))
+
+
+def create_venv(root: Path, target: TargetProfile, venv: str = VENV) -> list[LayerEntry]:
+    """The venv skeleton as layer entries; `pyvenv.cfg` is written under `root`."""
+    venv_dir = venv.strip("/")
+    version = target.python_version
+    site_packages = f"{venv_dir}/lib/python{version}/site-packages"
+
+    # pyvenv.cfg tells the interpreter where its home is and that this is a venv.
+    config = root / venv_dir / "pyvenv.cfg"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(_pyvenv_cfg(target, venv), encoding="utf-8")
+    (root / site_packages).mkdir(parents=True, exist_ok=True)
+
+    return [
+        LayerEntry.directory(venv_dir),
+        LayerEntry.directory(f"{venv_dir}/bin"),
+        LayerEntry.symlink(f"{venv_dir}/bin/python", target.interpreter),
+        LayerEntry.symlink(f"{venv_dir}/bin/python3", "python"),
+        LayerEntry.symlink(f"{venv_dir}/bin/python{version}", "python"),
+        LayerEntry.file(f"{venv_dir}/pyvenv.cfg", config, mode=0o644),
+        LayerEntry.directory(site_packages),
+        # venv makes lib64 point at lib on 64-bit POSIX systems; so do we, for any tool that looks.
+        LayerEntry.symlink(f"{venv_dir}/lib64", "lib"),
+    ]
+
+
+def _pyvenv_cfg(target: TargetProfile, venv: str) -> str:
+    home = posixpath.dirname(target.interpreter)
+    lines = [
+        f"home = {home}",
+        "include-system-site-packages = false",
+        f"version = {target.python_version}",
+        f"executable = {target.interpreter}",
+        f"command = {target.interpreter} -m venv {venv}",
+    ]
+    return "\n".join(lines) + "\n"

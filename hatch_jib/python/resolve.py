@@ -1,0 +1,379 @@
+"""Wheel selection for a target with uv, and hash-checked wheel downloads into the blob store."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+import httpx
+
+from hatch_jib.cache import BlobStore, BlobWriter
+from hatch_jib.errors import BuildError
+from hatch_jib.image.descriptor import DigestMismatch
+from hatch_jib.python.target import TargetProfile
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ResolvedWheel", "download", "resolve"]
+
+log = logging.getLogger(__name__)
+
+_RECORD_KIND = "resolutions"
+_RECORD_FORMAT = 1  # bump when the record's shape or meaning changes
+_DOWNLOAD_WORKERS = 4
+_CHUNK = 1 << 20
+_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
+
+# uv reads these itself; they change what it resolves, so they key the cached resolution.
+_UV_INDEX_ENV = (
+    "UV_INDEX",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_INDEX_STRATEGY",
+    "UV_PRERELEASE",
+    "UV_EXCLUDE_NEWER",
+)
+# pip's variables, which uv ignores: each becomes a uv option unless uv's own variable is set.
+_PIP_INDEX_ENV = {
+    "PIP_INDEX_URL": ("--index-url", ("UV_INDEX_URL", "UV_DEFAULT_INDEX")),
+    "PIP_EXTRA_INDEX_URL": ("--extra-index-url", ("UV_EXTRA_INDEX_URL", "UV_INDEX")),
+    "PIP_FIND_LINKS": ("--find-links", ("UV_FIND_LINKS",)),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedWheel:
+    """One wheel chosen for the target; `sha256` is hex and may be empty if the index gave none."""
+
+    name: str
+    version: str
+    filename: str
+    url: str
+    sha256: str
+    size: int | None
+
+    @property
+    def digest(self) -> str | None:
+        return f"sha256:{self.sha256}" if self.sha256 else None
+
+
+def resolve(
+    requirements: Sequence[str],
+    target: TargetProfile,
+    *,
+    store: BlobStore,
+    offline: bool = False,
+) -> list[ResolvedWheel]:
+    """Choose one wheel per distribution for `requirements` on `target`, reusing a cached answer."""
+    if not requirements:
+        return []
+    if target.implementation != "cp":
+        raise BuildError(
+            f"cannot resolve wheels for {target.describe()}: only CPython targets are supported",
+            hint="use a CPython base image or set `tool.jib.python.implementation` to cpython",
+        )
+
+    # The same requirements, target, uv and index settings give the same answer.
+    platform = target.python_platform()
+    index_args = _index_arguments(os.environ)
+    key = _record_key(requirements, target, platform, index_args)
+    record = store.read_record(_RECORD_KIND, key)
+    if record is not None:
+        log.info("dependencies: reusing the resolution of %d requirement(s)", len(requirements))
+        return [ResolvedWheel(**wheel) for wheel in record["wheels"]]
+
+    # Ask uv for a pylock.toml that lists, for this target alone, each wheel to install.
+    log.info("dependencies: resolving %d requirement(s) for %s", len(requirements), platform)
+    lock = _run_uv(requirements, target, platform, index_args, offline=offline)
+    wheels = _wheels_from_lock(lock, target)
+
+    store.write_record(_RECORD_KIND, key, {"wheels": [asdict(wheel) for wheel in wheels]})
+    return wheels
+
+
+def _index_arguments(environ: Mapping[str, str]) -> list[str]:
+    """uv options for pip's index variables that have no uv counterpart set."""
+    args = []
+    for variable, (option, uv_variables) in _PIP_INDEX_ENV.items():
+        if not environ.get(variable) or any(environ.get(name) for name in uv_variables):
+            continue
+        # pip separates several values with whitespace.
+        for value in environ[variable].split():
+            args += [option, value]
+    return args
+
+
+def _record_key(
+    requirements: Sequence[str], target: TargetProfile, platform: str, index_args: list[str]
+) -> str:
+    payload = {
+        "format": _RECORD_FORMAT,
+        "requirements": sorted(requirement.strip() for requirement in requirements),
+        "python_version": target.python_version,
+        "implementation": target.implementation,
+        "platform": platform,
+        "uv": _uv_version(),
+        "index_env": {name: os.environ.get(name, "") for name in _UV_INDEX_ENV},
+        "index_args": index_args,
+    }
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def _uv_version() -> str:
+    # From the package metadata, so a cache hit never has to start uv.
+    try:
+        return importlib.metadata.version("uv")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _uv_binary() -> str:
+    from uv import find_uv_bin
+
+    try:
+        return os.fsdecode(find_uv_bin())
+    except FileNotFoundError as error:
+        raise BuildError(
+            "cannot find the uv executable to resolve dependencies",
+            hint="reinstall hatch-jib so that its `uv` dependency is installed",
+        ) from error
+
+
+def _run_uv(
+    requirements: Sequence[str],
+    target: TargetProfile,
+    platform: str,
+    index_args: list[str],
+    *,
+    offline: bool,
+) -> dict[str, Any]:
+    command = [
+        _uv_binary(),
+        "pip",
+        "compile",
+        "-",
+        "--python-platform",
+        platform,
+        "--python-version",
+        target.python_version,
+        "--only-binary",
+        ":all:",
+        "--format",
+        "pylock.toml",
+        "--no-header",
+        "--no-annotate",
+        # Only wheels are used, so no interpreter is needed; never download one.
+        "--no-python-downloads",
+        "--no-progress",
+        "--color",
+        "never",
+        *index_args,
+    ]
+    if offline:
+        command.append("--offline")
+    log.debug("running %s", " ".join(_redact(arg) for arg in command))
+    try:
+        result = subprocess.run(
+            command,
+            input="\n".join(requirements) + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as error:
+        raise BuildError(
+            f"cannot run uv to resolve dependencies: {error}",
+            hint="reinstall hatch-jib so that its `uv` dependency is installed",
+        ) from error
+    if result.returncode != 0:
+        raise _resolution_error(result.stderr, target, platform)
+    try:
+        return tomllib.loads(result.stdout)
+    except tomllib.TOMLDecodeError as error:
+        raise BuildError(
+            f"uv wrote a pylock.toml that cannot be read: {error}",
+            hint="upgrade hatch-jib and uv, then build again",
+        ) from error
+
+
+# uv's explanations of a failed resolution, in the order they are checked.
+_NO_WHEEL = re.compile(
+    r"Because (?:all versions of )?(?P<name>[A-Za-z0-9][\w.-]*?)(?P<spec>[=<>!~][^ ]*)?"
+    r" (?:has|have) no usable wheels"
+)
+_WHEELS_REQUIRED = re.compile(r"Wheels are required for `(?P<name>[^`]+)`")
+_NOT_FOUND = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*) was not found in the package registry")
+_NO_VERSION = re.compile(
+    r"Because there is no version of (?P<name>[A-Za-z0-9][\w.-]*?)(?P<spec>[=<>!~][^ ]*)?"
+    r" and"
+)
+
+
+def _resolution_error(stderr: str, target: TargetProfile, platform: str) -> BuildError:
+    """One BuildError that says which requirement failed and why, for uv's stderr."""
+    where = f"{target.describe()} ({platform})"
+    log.debug("uv failed:\n%s", stderr)
+
+    if match := _NO_WHEEL.search(stderr) or _WHEELS_REQUIRED.search(stderr):
+        spec = match.groupdict().get("spec") or ""
+        return BuildError(
+            f"no wheel of {match.group('name')}{spec} fits the target {where}",
+            hint="choose a base image whose platform has wheels, or pin a version that ships one",
+        )
+    if match := _NOT_FOUND.search(stderr):
+        return BuildError(
+            f"package {match.group('name')} was not found on the package index",
+            hint="check the requirement's spelling and the index settings "
+            "(UV_INDEX_URL, PIP_INDEX_URL)",
+        )
+    if match := _NO_VERSION.search(stderr):
+        return BuildError(
+            f"no version of {match.group('name')} matches {match.group('spec') or 'the request'}",
+            hint="relax the version constraint or check the package index",
+        )
+    return BuildError(
+        f"cannot resolve dependencies for {where}:\n{_useful_lines(stderr)}",
+        hint="fix the requirement uv names above, or check the package index settings",
+    )
+
+
+def _useful_lines(stderr: str, limit: int = 8) -> str:
+    # uv's warnings (e.g. about the host interpreter) are noise next to the error itself.
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if line.startswith("error")), 0)
+    return "\n".join("  " + line for line in lines[start : start + limit])
+
+
+def _wheels_from_lock(lock: Mapping[str, Any], target: TargetProfile) -> list[ResolvedWheel]:
+    wheels = []
+    for package in lock.get("packages", []):
+        name, version = str(package["name"]), str(package.get("version", ""))
+        choices = package.get("wheels") or []
+        if not choices:
+            raise BuildError(
+                f"{name} {version} is not available as a wheel from a package index",
+                hint="install local, VCS and URL dependencies as wheels, or pin an index version",
+            )
+        # uv lists only wheels for the target's platform; the first is its preferred one.
+        wheel = choices[0]
+        location = str(wheel.get("url") or wheel.get("path") or "")
+        wheels.append(
+            ResolvedWheel(
+                name=name,
+                version=version,
+                filename=str(wheel.get("name") or _filename_from(location)),
+                url=location,
+                sha256=str((wheel.get("hashes") or {}).get("sha256", "")),
+                size=wheel.get("size"),
+            )
+        )
+    log.info("dependencies: %d wheel(s) selected for %s", len(wheels), target.describe())
+    return wheels
+
+
+def _filename_from(location: str) -> str:
+    return unquote(urlsplit(location).path.rpartition("/")[2])
+
+
+def download(
+    wheels: Sequence[ResolvedWheel], store: BlobStore, *, offline: bool = False
+) -> list[Path]:
+    """Put each wheel in the store, checking its sha256; return the blob paths in order.
+
+    Blobs are named by digest, so the wheel's real filename travels in `ResolvedWheel.filename`;
+    `install_wheel` is given that name instead of copying the blob to a named file.
+    """
+    if not wheels:
+        return []
+    with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
+        if len(wheels) == 1:
+            return [_fetch(wheels[0], store, client, offline)]
+        with ThreadPoolExecutor(max_workers=_DOWNLOAD_WORKERS) as pool:
+            return list(pool.map(lambda wheel: _fetch(wheel, store, client, offline), wheels))
+
+
+def _fetch(wheel: ResolvedWheel, store: BlobStore, client: httpx.Client, offline: bool) -> Path:
+    # A wheel already in the store (and still intact) is not fetched again.
+    if wheel.digest is not None and (path := store.verified_path(wheel.digest)) is not None:
+        log.debug("wheel %s is cached", wheel.filename)
+        return path
+    if offline:
+        raise BuildError(
+            f"wheel {wheel.filename} is not in the cache and the build is offline",
+            hint="build once with network access, or turn off `offline`",
+        )
+    if wheel.digest is None:
+        log.warning("the index gives no sha256 for %s; its content is not verified", wheel.url)
+
+    try:
+        with store.writer() as blob:
+            _copy_into(wheel, blob, client)
+            digest = blob.commit(expected=wheel.digest)
+    except DigestMismatch as error:
+        raise BuildError(
+            f"wheel {wheel.filename} does not match the sha256 the index lists "
+            f"(expected {error.expected}, got {error.actual})",
+            hint="the download was corrupted or the index changed the file; build again",
+        ) from error
+    log.info("downloaded %s", wheel.filename)
+    return store.path(digest)
+
+
+def _copy_into(wheel: ResolvedWheel, blob: BlobWriter, client: httpx.Client) -> None:
+    """Stream the wheel's bytes from its URL (http, https or a local file) into `blob`."""
+    parts = urlsplit(wheel.url)
+    if parts.scheme in ("", "file"):
+        path = Path(url2pathname(parts.path)) if parts.scheme else Path(wheel.url)
+        try:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    blob.write(chunk)
+        except OSError as error:
+            raise BuildError(
+                f"cannot read wheel {wheel.filename} at {path}: {error.strerror}",
+                hint="check the find-links or index directory",
+            ) from error
+        return
+    try:
+        with client.stream("GET", wheel.url) as response:
+            response.raise_for_status()
+            for chunk in response.iter_bytes(_CHUNK):
+                blob.write(chunk)
+    except httpx.HTTPStatusError as error:
+        raise BuildError(
+            f"GET {_redact(wheel.url)}: HTTP {error.response.status_code}",
+            hint="check the package index and its credentials, then build again",
+        ) from error
+    except httpx.HTTPError as error:
+        raise BuildError(
+            f"GET {_redact(wheel.url)}: {error}",
+            hint="check the network connection to the package index, then build again",
+        ) from error
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return parts._replace(netloc=f"***@{host}").geturl()

@@ -1,0 +1,152 @@
+"""Wheel resolution with uv against the real PyPI, the resolution record, and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import uv
+
+from hatch_jib.cache import BlobStore
+from hatch_jib.errors import BuildError
+from hatch_jib.python.resolve import ResolvedWheel, download, resolve
+from hatch_jib.python.target import TargetProfile
+from tests.unit.data.python.wheels import build_wheel
+
+DEBIAN_311 = TargetProfile("3.11", "/usr/bin/python3.11", "amd64", libc_version="2.36")
+ARM_312 = TargetProfile("3.12", "/usr/local/bin/python3.12", "arm64", "v8", libc_version="2.36")
+PYPI = "https://pypi.org/simple"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "cache")
+
+
+@pytest.fixture(autouse=True)
+def pypi_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resolve against PyPI alone, whatever index settings the machine running the tests has."""
+    for name in ("UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("UV_INDEX_URL", PYPI)
+
+
+def test_pure_python_requirement_resolves_to_a_hashed_universal_wheel(store: BlobStore) -> None:
+    wheels = resolve(["click==8.1.7"], DEBIAN_311, store=store)
+
+    assert [(wheel.name, wheel.version, wheel.filename) for wheel in wheels] == [
+        ("click", "8.1.7", "click-8.1.7-py3-none-any.whl")
+    ]
+    assert wheels[0].url.startswith("https://files.pythonhosted.org/")
+    assert wheels[0].sha256 == "ae74fb96c20a0277a1d615f1e4d73c8414f5a98db8b799a7931d1582f3390c28"
+    assert wheels[0].size == 97941
+
+
+def test_binary_requirement_resolves_to_the_targets_abi_and_architecture(
+    store: BlobStore,
+) -> None:
+    wheels = resolve(["numpy==2.1.3"], ARM_312, store=store)
+
+    assert len(wheels) == 1
+    assert wheels[0].filename.startswith("numpy-2.1.3-cp312-cp312-")
+    assert wheels[0].filename.endswith("_aarch64.whl")
+    assert len(wheels[0].sha256) == 64
+
+
+def test_requirement_without_a_wheel_is_a_build_error_naming_it(store: BlobStore) -> None:
+    # docopt 0.6.2 was only ever published as an sdist.
+    with pytest.raises(BuildError) as raised:
+        resolve(["docopt==0.6.2"], DEBIAN_311, store=store)
+
+    assert "docopt==0.6.2" in raised.value.message
+    assert "CPython 3.11, linux/amd64, glibc 2.36" in raised.value.message
+    assert raised.value.hint == (
+        "choose a base image whose platform has wheels, or pin a version that ships one"
+    )
+
+
+def test_second_resolve_reuses_the_record_without_running_uv(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = resolve(["click==8.1.7"], DEBIAN_311, store=store)
+    monkeypatch.setattr(uv, "find_uv_bin", lambda: "/nonexistent/uv")
+
+    second = resolve([" click==8.1.7"], DEBIAN_311, store=store)
+
+    assert second == first
+    with pytest.raises(BuildError, match="cannot run uv"):
+        resolve(["click==8.1.6"], DEBIAN_311, store=store)
+
+
+def test_empty_requirements_resolve_to_nothing_without_uv(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uv, "find_uv_bin", lambda: "/nonexistent/uv")
+
+    assert resolve([], DEBIAN_311, store=store) == []
+
+
+def test_pip_find_links_is_honoured(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    wheel = _tiny_wheel(links, "hatchjibprobe", "1.0")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+
+    wheels = resolve(["hatchjibprobe==1.0"], DEBIAN_311, store=store)
+
+    assert [w.filename for w in wheels] == [wheel.name]
+    assert wheels[0].url == wheel.as_uri()
+    assert wheels[0].sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+def test_download_stores_wheel_by_digest_and_skips_it_next_time(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    wheel = _tiny_wheel(tmp_path, "hatchjibprobe", "1.0")
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    resolved = ResolvedWheel("hatchjibprobe", "1.0", wheel.name, wheel.as_uri(), sha256, None)
+
+    first = download([resolved], store)
+    wheel.unlink()  # a second download could only succeed from the store
+    second = download([resolved], store)
+
+    assert first == second == [store.path(f"sha256:{sha256}")]
+    assert hashlib.sha256(first[0].read_bytes()).hexdigest() == sha256
+
+
+def test_download_with_the_wrong_hash_is_a_build_error_naming_the_wheel(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    wheel = _tiny_wheel(tmp_path, "hatchjibprobe", "1.0")
+    resolved = ResolvedWheel("hatchjibprobe", "1.0", wheel.name, wheel.as_uri(), "0" * 64, None)
+
+    with pytest.raises(BuildError) as raised:
+        download([resolved], store)
+
+    assert wheel.name in raised.value.message
+    assert not store.has("sha256:" + "0" * 64)
+
+
+def test_download_from_pypi_verifies_each_wheel(store: BlobStore) -> None:
+    wheels = resolve(["idna==3.10", "six==1.16.0"], DEBIAN_311, store=store)
+
+    paths = download(wheels, store)
+
+    assert [path.name for path in paths] == [wheel.sha256 for wheel in wheels]
+    assert [path.stat().st_size for path in paths] == [wheel.size for wheel in wheels]
+
+
+def test_offline_download_of_a_missing_wheel_is_a_build_error(store: BlobStore) -> None:
+    resolved = ResolvedWheel("six", "1.16.0", "six-1.16.0-py2.py3-none-any.whl", "", "1" * 64, 1)
+
+    with pytest.raises(BuildError, match=re.escape("six-1.16.0-py2.py3-none-any.whl")):
+        download([resolved], store, offline=True)
+
+
+def _tiny_wheel(directory: Path, name: str, version: str) -> Path:
+    return build_wheel(directory, name, version, {f"{name}/__init__.py": "VALUE = 1\n"})
