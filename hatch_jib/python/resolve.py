@@ -216,8 +216,7 @@ def _run_uv(
 
 # uv's explanations of a failed resolution, in the order they are checked.
 _NO_WHEEL = re.compile(
-    r"Because (?:all versions of )?(?P<name>[A-Za-z0-9][\w.-]*?)(?P<spec>[=<>!~][^ ]*)?"
-    r" (?:has|have) no usable wheels"
+    r"(?P<name>[A-Za-z0-9][\w.-]*?)(?P<spec>[=<>!~][^ ]*)? (?:has|have) no usable wheels"
 )
 _WHEELS_REQUIRED = re.compile(r"Wheels are required for `(?P<name>[^`]+)`")
 _NOT_FOUND = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*) was not found in the package registry")
@@ -263,30 +262,40 @@ def _useful_lines(stderr: str, limit: int = 8) -> str:
 
 
 def _wheels_from_lock(lock: Mapping[str, Any], target: TargetProfile) -> list[ResolvedWheel]:
-    wheels = []
-    for package in lock.get("packages", []):
-        name, version = str(package["name"]), str(package.get("version", ""))
-        choices = package.get("wheels") or []
-        if not choices:
-            raise BuildError(
-                f"{name} {version} is not available as a wheel from a package index",
-                hint="install local, VCS and URL dependencies as wheels, or pin an index version",
-            )
-        # uv lists only wheels for the target's platform; the first is its preferred one.
-        wheel = choices[0]
-        location = str(wheel.get("url") or wheel.get("path") or "")
-        wheels.append(
-            ResolvedWheel(
-                name=name,
-                version=version,
-                filename=str(wheel.get("name") or _filename_from(location)),
-                url=location,
-                sha256=str((wheel.get("hashes") or {}).get("sha256", "")),
-                size=wheel.get("size"),
-            )
-        )
+    wheels = [_wheel_of(package) for package in lock.get("packages", [])]
     log.info("dependencies: %d wheel(s) selected for %s", len(wheels), target.describe())
     return wheels
+
+
+def _wheel_of(package: Mapping[str, Any]) -> ResolvedWheel:
+    """The wheel a pylock.toml package entry names: from an index, or a direct wheel URL."""
+    name, version = str(package["name"]), str(package.get("version", ""))
+
+    # uv lists only wheels for the target's platform; the first is its preferred one.
+    choices = package.get("wheels") or []
+    wheel: Mapping[str, Any] = choices[0] if choices else package.get("archive") or {}
+    location = _location(wheel)
+    if not location.endswith(".whl"):
+        raise BuildError(
+            f"{name} {version}".rstrip() + " is not available as a wheel",
+            hint="depend on a released wheel, or build this dependency into a wheel first",
+        )
+    return ResolvedWheel(
+        name=name,
+        version=version,
+        filename=str(wheel.get("name") or _filename_from(location)),
+        url=location,
+        sha256=str((wheel.get("hashes") or {}).get("sha256", "")),
+        size=wheel.get("size"),
+    )
+
+
+def _location(source: Mapping[str, Any]) -> str:
+    if source.get("url"):
+        return str(source["url"])
+    # A `path` is relative to the lock file; uv wrote ours to stdout from our working directory.
+    path = Path(str(source.get("path", "")))
+    return (path if path.is_absolute() else Path.cwd() / path).as_uri() if path.parts else ""
 
 
 def _filename_from(location: str) -> str:

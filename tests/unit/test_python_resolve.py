@@ -104,6 +104,31 @@ def test_pip_find_links_is_honoured(
     assert wheels[0].sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
 
 
+def test_direct_wheel_url_requirement_resolves_to_that_wheel(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    wheel = _tiny_wheel(tmp_path, "hatchjibprobe", "1.0")
+
+    wheels = resolve([f"hatchjibprobe @ {wheel.as_uri()}"], DEBIAN_311, store=store)
+
+    assert [(w.name, w.filename, w.url) for w in wheels] == [
+        ("hatchjibprobe", wheel.name, wheel.as_uri())
+    ]
+
+
+def test_source_directory_requirement_is_a_build_error_naming_it(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    project = tmp_path / "srcproj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project]\nname = "srcproj"\nversion = "1.0"\n')
+
+    with pytest.raises(BuildError) as raised:
+        resolve([f"srcproj @ {project.as_uri()}"], DEBIAN_311, store=store)
+
+    assert raised.value.message == "srcproj is not available as a wheel"
+
+
 def test_download_stores_wheel_by_digest_and_skips_it_next_time(
     store: BlobStore, tmp_path: Path
 ) -> None:
