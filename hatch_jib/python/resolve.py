@@ -97,11 +97,11 @@ def resolve(
     key = _record_key(requirements, target, platform, index_args)
     record = store.read_record(_RECORD_KIND, key)
     if record is not None:
-        log.info("dependencies: reusing the resolution of %d requirement(s)", len(requirements))
+        log.info("Reusing the resolution of %d requirement(s) for %s", len(requirements), platform)
         return [ResolvedWheel(**wheel) for wheel in record["wheels"]]
 
     # Ask uv for a pylock.toml that lists, for this target alone, each wheel to install.
-    log.info("dependencies: resolving %d requirement(s) for %s", len(requirements), platform)
+    log.info("Resolving %d requirement(s) for %s", len(requirements), platform)
     lock = _run_uv(requirements, target, platform, index_args, offline=offline)
     wheels = _wheels_from_lock(lock, target)
 
@@ -263,7 +263,7 @@ def _useful_lines(stderr: str, limit: int = 8) -> str:
 
 def _wheels_from_lock(lock: Mapping[str, Any], target: TargetProfile) -> list[ResolvedWheel]:
     wheels = [_wheel_of(package) for package in lock.get("packages", [])]
-    log.info("dependencies: %d wheel(s) selected for %s", len(wheels), target.describe())
+    log.debug("%d wheel(s) selected for %s", len(wheels), target.describe())
     return wheels
 
 
@@ -330,7 +330,9 @@ def _fetch(wheel: ResolvedWheel, store: BlobStore, client: httpx.Client, offline
             hint="build once with network access, or turn off `offline`",
         )
     if wheel.digest is None:
-        log.warning("the index gives no sha256 for %s; its content is not verified", wheel.url)
+        log.warning(
+            "The index gives no sha256 for %s; its content is not verified", _redact(wheel.url)
+        )
 
     try:
         with store.writer() as blob:
@@ -342,7 +344,7 @@ def _fetch(wheel: ResolvedWheel, store: BlobStore, client: httpx.Client, offline
             f"(expected {error.expected}, got {error.actual})",
             hint="the download was corrupted or the index changed the file; build again",
         ) from error
-    log.info("downloaded %s", wheel.filename)
+    log.info("Downloaded %s", wheel.filename)
     return store.path(digest)
 
 

@@ -161,7 +161,7 @@ def detect_target(
         libc_version=libc_version,
         implementation=implementation,
     )
-    log.info("target: %s (interpreter %s)", target.describe(), interpreter)
+    log.info("Target: %s (interpreter %s)", target.describe(), interpreter)
     return target
 
 
@@ -295,7 +295,7 @@ def _choose_python(
             return version, "/" + candidate
     fallback = "/usr/local/bin" if env.get("PYTHON_VERSION") and not override else "/usr/bin"
     if scan.pythons:
-        log.warning("no python%s found in the base image; assuming %s", version, fallback)
+        log.warning("No python%s found in the base image; assuming %s", version, fallback)
     return version, f"{fallback}/python{version}"
 
 
