@@ -162,43 +162,14 @@ class RegistryClient:
         actual_size = Path(path).stat().st_size
         if actual_size != size:
             raise ValueError(f"{path} has {actual_size} bytes, not the {size} its descriptor says")
-        what = f"blob {digest}"
         attempts = 1 + self.options.max_retries
         for attempt in range(attempts):
             last = attempt == attempts - 1
-            location = self._start_upload(what)
-            try:
-                response = self._request(
-                    "PUT",
-                    _with_digest(location, digest),
-                    what=what,
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Length": str(size),
-                    },
-                    body=lambda: _file_chunks(path),
-                    idempotent=False,
-                )
-            except RegistryError as error:
-                if last or error.code != "UNREACHABLE":
-                    raise
-                log.info(
-                    "%s: upload of %s failed (%s); restarting", self._where, digest, error.message
-                )
-                time.sleep(min(8.0, 0.5 * 2**attempt))
-                continue
-            with closing(response):
-                if response.status_code in (201, 204) or last or not _retryable(response):
-                    self._expect(response, (201, 204), f"PUT {what}")
-                    self._check_digest_header(response, digest, f"PUT {what}")
-                    log.debug("%s: uploaded %s (%d bytes)", self._where, digest, size)
-                    return
-            log.info(
-                "%s: upload of %s got HTTP %d; restarting",
-                self._where,
-                digest,
-                response.status_code,
-            )
+            outcome = self._upload_once(digest, size, path, last=last)
+            if outcome is None:
+                log.debug("%s: uploaded %s (%d bytes)", self._where, digest, size)
+                return
+            log.info("%s: upload of %s failed (%s); restarting it", self._where, digest, outcome)
             time.sleep(min(8.0, 0.5 * 2**attempt))
 
     def put_manifest(self, identifier: str, data: bytes, media_type: str) -> str:
@@ -299,6 +270,33 @@ class RegistryClient:
                     raise _Corrupt(str(error)) from error
         log.debug("%s: fetched %s", self._where, digest)
         return store.path(digest)
+
+    def _upload_once(self, digest: str, size: int, path: Path, *, last: bool) -> str | None:
+        """One upload session; None on success, else why a new session may succeed."""
+        what = f"blob {digest}"
+        location = self._start_upload(what)
+        try:
+            response = self._request(
+                "PUT",
+                _with_digest(location, digest),
+                what=what,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(size),
+                },
+                body=lambda: _file_chunks(path),
+                idempotent=False,
+            )
+        except RegistryError as error:
+            if last or error.code != "UNREACHABLE":
+                raise
+            return error.message
+        with closing(response):
+            if response.status_code not in (201, 204) and _retryable(response) and not last:
+                return f"HTTP {response.status_code}"
+            self._expect(response, (201, 204), f"PUT {what}")
+            self._check_digest_header(response, digest, f"PUT {what}")
+        return None
 
     def _start_upload(self, what: str) -> str:
         path = f"/v2/{self.repository}/blobs/uploads/"

@@ -82,7 +82,7 @@ def find_credential(
     if found is None:
         log.debug("%s: no credentials found; using anonymous access", registry)
     else:
-        log.info("%s: using credentials from %s", registry, found.source)
+        log.debug("%s: using credentials from %s", registry, found.source)
     return found
 
 

@@ -89,6 +89,8 @@ def redact_headers(headers: Mapping[str, str] | httpx.Headers) -> dict[str, str]
         if name.lower() in _SECRET_HEADERS:
             scheme = value.split(" ", 1)[0] if " " in value else ""
             value = f"{scheme} ***".strip()
+        elif name.lower() in ("location", "content-location"):
+            value = redact_url(value)
         safe[name] = value
     return safe
 

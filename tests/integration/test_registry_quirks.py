@@ -1,0 +1,338 @@
+"""RegistryClient against a scripted HTTP server: redirects, retries, odd Locations, realms."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from hatch_jib.cache import BlobStore
+from hatch_jib.errors import RegistryError
+from hatch_jib.image.descriptor import MediaType, sha256_digest
+from hatch_jib.registry import Credential, RegistryClient, TransportOptions
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+Reply = tuple[int, dict[str, str], bytes]
+Script = Callable[[Seen], Reply]
+
+
+@dataclass
+class FakeServer:
+    """An HTTP server on 127.0.0.1 whose answers come from a script; it records requests."""
+
+    script: Script
+    seen: list[Seen] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def host(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeServer:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = Seen(self.command, self.path, dict(self.headers.items()), body)
+                fake.seen.append(request)
+                status, headers, reply = fake.script(request)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(reply)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Script], FakeServer]]:
+    started: list[FakeServer] = []
+
+    def start(script: Script) -> FakeServer:
+        started.append(FakeServer(script).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def client(host: str, *, credential: Credential | None = None, retries: int = 2) -> RegistryClient:
+    options = TransportOptions(timeout=5.0, max_retries=retries)
+    return RegistryClient(host, "team/app", credential=credential, options=options, push=True)
+
+
+MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": MediaType.OCI_MANIFEST}).encode()
+
+
+def test_blob_redirect_to_another_origin_drops_authorization(
+    serve: Callable[[Script], FakeServer], tmp_path: Path
+) -> None:
+    blob = b"blob bytes behind a CDN"
+    digest = sha256_digest(blob)
+    cdn = serve(lambda r: (200, {}, blob))
+    signed = f"http://{cdn.host}/store/x?X-Amz-Signature=abc%2Fdef&X-Amz-Expires=60"
+
+    def registry_script(r: Seen) -> Reply:
+        if r.path == "/v2/":
+            return 401, {"WWW-Authenticate": 'Basic realm="fake"'}, b""
+        if "Authorization" not in r.headers:
+            return 401, {"WWW-Authenticate": 'Basic realm="fake"'}, b""
+        return 307, {"Location": signed}, b""
+
+    registry = serve(registry_script)
+    credential = Credential("user", "s3cret", source="test")
+
+    with client(registry.host, credential=credential) as registry_client:
+        path = registry_client.fetch_blob(digest, BlobStore(tmp_path / "cache"))
+
+    assert path.read_bytes() == blob
+    assert registry.seen[-1].headers["Authorization"].startswith("Basic ")
+    [cdn_request] = cdn.seen
+    assert "Authorization" not in cdn_request.headers
+    assert cdn_request.path == "/store/x?X-Amz-Signature=abc%2Fdef&X-Amz-Expires=60"
+    assert cdn_request.headers["Accept-Encoding"] == "identity"
+
+
+def test_rate_limited_manifest_get_is_retried_after_retry_after(
+    serve: Callable[[Script], FakeServer],
+) -> None:
+    answers = iter(
+        [
+            (429, {"Retry-After": "0"}, b""),
+            (200, {"Content-Type": MediaType.OCI_MANIFEST}, MANIFEST),
+        ]
+    )
+
+    def script(r: Seen) -> Reply:
+        return (200, {}, b"{}") if r.path == "/v2/" else next(answers)
+
+    registry = serve(script)
+
+    with client(registry.host) as registry_client:
+        pulled = registry_client.get_manifest("v1")
+
+    assert pulled.data == MANIFEST
+    assert [r.path for r in registry.seen].count("/v2/team/app/manifests/v1") == 2
+
+
+def test_persistent_rate_limit_raises_toomanyrequests(
+    serve: Callable[[Script], FakeServer],
+) -> None:
+    body = json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}).encode()
+    registry = serve(
+        lambda r: (200, {}, b"{}") if r.path == "/v2/" else (429, {"Retry-After": "0"}, body)
+    )
+
+    with (
+        client(registry.host, retries=1) as registry_client,
+        pytest.raises(RegistryError) as caught,
+    ):
+        registry_client.get_manifest("v1")
+
+    assert caught.value.code == "TOOMANYREQUESTS"
+    assert caught.value.status == 429
+    assert "slow down" in str(caught.value)
+
+
+def test_failed_upload_put_restarts_the_session_and_keeps_the_location_query(
+    serve: Callable[[Script], FakeServer], tmp_path: Path
+) -> None:
+    blob = b"upload me"
+    digest = sha256_digest(blob)
+    sessions = iter(["one", "two"])
+    puts: list[int] = []
+
+    def script(r: Seen) -> Reply:
+        if r.method == "POST":
+            return (
+                202,
+                {"Location": f"/v2/team/app/blobs/uploads/{next(sessions)}?_state=s%2B1"},
+                b"",
+            )
+        if r.method == "PUT":
+            puts.append(1)
+            if len(puts) == 1:
+                return 500, {}, b"storage hiccup"
+            return 201, {"Docker-Content-Digest": digest}, b""
+        return 200, {}, b"{}"
+
+    registry = serve(script)
+    source = tmp_path / "blob"
+    source.write_bytes(blob)
+
+    with client(registry.host) as registry_client:
+        registry_client.upload_blob(digest, len(blob), source)
+
+    put_paths = [r.path for r in registry.seen if r.method == "PUT"]
+    assert put_paths == [
+        f"/v2/team/app/blobs/uploads/one?_state=s%2B1&digest={digest}",
+        f"/v2/team/app/blobs/uploads/two?_state=s%2B1&digest={digest}",
+    ]
+    assert [r.body for r in registry.seen if r.method == "PUT"] == [blob, blob]
+
+
+def test_post_that_starts_an_upload_is_never_replayed(
+    serve: Callable[[Script], FakeServer], tmp_path: Path
+) -> None:
+    registry = serve(lambda r: (200, {}, b"{}") if r.path == "/v2/" else (503, {}, b"busy"))
+    source = tmp_path / "blob"
+    source.write_bytes(b"x")
+
+    with client(registry.host) as registry_client, pytest.raises(RegistryError) as caught:
+        registry_client.upload_blob(sha256_digest(b"x"), 1, source)
+
+    assert caught.value.status == 503
+    assert [r.method for r in registry.seen] == ["GET", "POST"]
+
+
+def test_token_realm_with_a_query_keeps_it_and_adds_service_and_scopes(
+    serve: Callable[[Script], FakeServer],
+) -> None:
+    auth = serve(lambda r: (200, {}, json.dumps({"access_token": "tok-1"}).encode()))
+    challenge = f'Bearer realm="http://{auth.host}/token?account=me",service="fake"'
+
+    def script(r: Seen) -> Reply:
+        if r.headers.get("Authorization") != "Bearer tok-1":
+            return 401, {"WWW-Authenticate": challenge}, b""
+        return 200, {"Content-Type": MediaType.OCI_MANIFEST}, MANIFEST
+
+    registry = serve(script)
+    options = TransportOptions(timeout=5.0)
+
+    with RegistryClient(
+        registry.host, "team/app", credential=None, options=options, mount_from=("team/base",)
+    ) as registry_client:
+        registry_client.get_manifest("v1")
+
+    [token_request] = auth.seen
+    query = parse_qs(urlsplit(token_request.path).query)
+    assert query == {
+        "account": ["me"],
+        "service": ["fake"],
+        "scope": ["repository:team/app:pull", "repository:team/base:pull"],
+    }
+    assert "Authorization" not in token_request.headers
+
+
+def test_expired_token_is_refetched_once_on_401(
+    serve: Callable[[Script], FakeServer],
+) -> None:
+    tokens = iter(["old", "new"])
+    auth = serve(
+        lambda r: (200, {}, json.dumps({"token": next(tokens), "expires_in": 300}).encode())
+    )
+    challenge = f'Bearer realm="http://{auth.host}/token",service="fake"'
+
+    def script(r: Seen) -> Reply:
+        if r.headers.get("Authorization") != "Bearer new":
+            return 401, {"WWW-Authenticate": challenge}, b""
+        return 200, {"Content-Type": MediaType.OCI_MANIFEST}, MANIFEST
+
+    registry = serve(script)
+
+    with client(registry.host) as registry_client:
+        pulled = registry_client.get_manifest("v1")
+
+    assert pulled.data == MANIFEST
+    assert len(auth.seen) == 2
+
+
+def test_manifest_pulled_by_digest_must_match_it(serve: Callable[[Script], FakeServer]) -> None:
+    registry = serve(lambda r: (200, {"Content-Type": MediaType.OCI_MANIFEST}, MANIFEST))
+    wrong = sha256_digest(b"something else")
+
+    with client(registry.host) as registry_client, pytest.raises(RegistryError) as caught:
+        registry_client.get_manifest(wrong)
+
+    assert caught.value.code == "DIGEST_INVALID"
+
+
+def test_generic_content_type_falls_back_to_the_documents_media_type(
+    serve: Callable[[Script], FakeServer],
+) -> None:
+    registry = serve(lambda r: (200, {"Content-Type": "application/json; charset=utf-8"}, MANIFEST))
+
+    with client(registry.host) as registry_client:
+        pulled = registry_client.get_manifest("v1")
+
+    assert pulled.media_type == MediaType.OCI_MANIFEST
+
+
+def test_corrupt_blob_download_is_retried_then_reported(
+    serve: Callable[[Script], FakeServer], tmp_path: Path
+) -> None:
+    registry = serve(lambda r: (200, {}, b"{}") if r.path == "/v2/" else (200, {}, b"corrupt"))
+    digest = sha256_digest(b"the real bytes")
+    store = BlobStore(tmp_path / "cache")
+
+    with (
+        client(registry.host, retries=1) as registry_client,
+        pytest.raises(RegistryError) as caught,
+    ):
+        registry_client.fetch_blob(digest, store)
+
+    assert caught.value.code == "DIGEST_INVALID"
+    assert not store.has(digest)
+    assert len([r for r in registry.seen if r.path.endswith(digest)]) == 2
+
+
+def test_debug_log_redacts_authorization_and_signed_url_secrets(
+    serve: Callable[[Script], FakeServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blob = b"logged"
+    cdn = serve(lambda r: (200, {}, blob))
+
+    def script(r: Seen) -> Reply:
+        if "Authorization" not in r.headers:
+            return 401, {"WWW-Authenticate": 'Basic realm="fake"'}, b""
+        return 307, {"Location": f"http://{cdn.host}/b?X-Amz-Signature=SIGSECRET"}, b""
+
+    registry = serve(script)
+    caplog.set_level(logging.DEBUG, logger="hatch_jib")
+
+    with client(registry.host, credential=Credential("u", "PWSECRET", source="t")) as c:
+        c.fetch_blob(sha256_digest(blob), BlobStore(tmp_path / "cache"))
+
+    assert "Basic ***" in caplog.text
+    assert "PWSECRET" not in caplog.text
+    assert "SIGSECRET" not in caplog.text

@@ -1,0 +1,111 @@
+"""Transport rules that need no network: loopback, credential safety, redaction, Retry-After."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from hatch_jib.registry.client import _with_digest
+from hatch_jib.registry.transport import (
+    Transport,
+    TransportOptions,
+    _retry_after,
+    is_loopback,
+    redact_headers,
+    redact_url,
+)
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("localhost:5000", True),
+        ("127.0.0.1:5000", True),
+        ("127.9.9.9", True),
+        ("[::1]:5000", True),
+        ("registry.localhost", True),
+        ("10.0.0.1:5000", False),
+        ("registry.example.com", False),
+        ("localhost.example.com", False),
+    ],
+)
+def test_loopback_hosts_are_recognised(host: str, expected: bool) -> None:
+    assert is_loopback(host) is expected
+
+
+def test_credentials_go_over_https_or_to_loopback_only() -> None:
+    transport = Transport("reg.example", TransportOptions())
+
+    allowed = [
+        transport.credentials_allowed(url)
+        for url in ("https://reg.example/v2/", "http://127.0.0.1:5000/t", "http://reg.example/v2/")
+    ]
+    transport.close()
+
+    assert allowed == [True, True, False]
+
+
+def test_user_may_opt_in_to_credentials_over_http() -> None:
+    transport = Transport("reg.example", TransportOptions(send_credentials_over_http=True))
+
+    allowed = transport.credentials_allowed("http://reg.example/v2/")
+    transport.close()
+
+    assert allowed is True
+
+
+def test_plain_http_is_allowed_for_listed_hosts_with_or_without_port() -> None:
+    options = TransportOptions(insecure_hosts=frozenset({"reg.internal"}))
+
+    transports = [Transport(host, options) for host in ("reg.internal:5000", "other")]
+    verdicts = [transport.plain_http_allowed for transport in transports]
+    for transport in transports:
+        transport.close()
+
+    assert verdicts == [True, False]
+
+
+def test_authorization_and_cookies_are_redacted_but_keep_the_scheme() -> None:
+    headers = {"Authorization": "Bearer abc.def", "Cookie": "s=1", "Accept": "x"}
+
+    assert redact_headers(headers) == {
+        "Authorization": "Bearer ***",
+        "Cookie": "***",
+        "Accept": "x",
+    }
+
+
+def test_signed_url_query_secrets_are_redacted() -> None:
+    url = "https://s3.example/b?X-Amz-Signature=abc&X-Amz-Credential=k&X-Amz-Expires=60"
+
+    assert redact_url(url) == (
+        "https://s3.example/b?X-Amz-Signature=***&X-Amz-Credential=***&X-Amz-Expires=60"
+    )
+
+
+def test_retry_after_accepts_seconds_and_dates_and_is_capped() -> None:
+    def answer(value: str) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": value})
+
+    assert _retry_after(answer("3")) == 3.0
+    assert _retry_after(answer("100000")) == 60.0
+    assert _retry_after(answer("Wed, 21 Oct 2015 07:28:00 GMT")) == 0.0
+    assert _retry_after(answer("soon")) is None
+    assert _retry_after(httpx.Response(429)) is None
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("https://r/v2/a/blobs/uploads/u", f"https://r/v2/a/blobs/uploads/u?digest={DIGEST}"),
+        (
+            "/v2/a/blobs/uploads/u?_state=x%2By",
+            f"/v2/a/blobs/uploads/u?_state=x%2By&digest={DIGEST}",
+        ),
+        ("/u?", f"/u?digest={DIGEST}"),
+    ],
+)
+def test_digest_is_merged_into_the_upload_location_query(location: str, expected: str) -> None:
+    assert _with_digest(location, DIGEST) == expected
