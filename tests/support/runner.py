@@ -76,9 +76,12 @@ def run_image(
     """Run the bundle's process under chroot and return what it exited with and printed.
 
     With `args`, the command is the image Entrypoint followed by `args` (as ``docker run IMAGE
-    ARGS...``); otherwise it is Entrypoint plus Cmd. Nothing is mounted unless `system_mounts`
-    is set: then the host's /dev and a fresh /proc are mounted in a private mount namespace,
-    which the kernel tears down with the process, so nothing leaks even if the run fails.
+    ARGS...``); otherwise it is Entrypoint plus Cmd. The env is config.json's: the image Env,
+    completed by umoci as Docker does with HOME (from the image's /etc/passwd) and TERM.
+
+    Nothing is mounted unless `system_mounts` is set: then the host's /dev and a fresh /proc
+    are mounted in a private mount namespace, which the kernel tears down with the process,
+    so nothing leaks even if the run fails.
     """
     process = json.loads((bundle / "config.json").read_text())["process"]
     argv = list(process["args"]) if args is None else _entrypoint(bundle) + list(args)
