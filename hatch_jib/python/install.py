@@ -109,16 +109,16 @@ class _StagingDestination(SchemeDictionaryDestination):
         record_file_path: str,
         records: Iterable[tuple[Scheme, RecordEntry]],
     ) -> None:
-        # installer records files in archive order; sort them so RECORD is byte-stable.
+        # installer sorts RECORD by each path within its own scheme, so scripts and data
+        # land out of order; re-base every path on the RECORD's scheme to sort the final text.
         root = self.scheme_dict[scheme]
-
-        def record_path(item: tuple[Scheme, RecordEntry]) -> str:
-            file_scheme, entry = item
-            return posixpath.relpath(
-                posixpath.join(self.scheme_dict[file_scheme], entry.path), root
+        rebased = []
+        for file_scheme, entry in records:
+            path = posixpath.join(self.scheme_dict[file_scheme], entry.path)
+            rebased.append(
+                (scheme, RecordEntry(posixpath.relpath(path, root), entry.hash_, entry.size))
             )
-
-        super().finalize_installation(scheme, record_file_path, sorted(records, key=record_path))
+        super().finalize_installation(scheme, record_file_path, rebased)
 
 
 def create_venv(root: Path, target: TargetProfile, venv: str = VENV) -> list[LayerEntry]:

@@ -51,7 +51,7 @@ def test_record_is_sorted_and_installer_is_hatch_jib(tmp_path: Path, root: Path)
         "probe",
         "1.0",
         {"probe/z.py": "", "probe/a.py": "", "probe/__init__.py": ""},
-        console_scripts={"probe": "probe.a:main"},
+        console_scripts={"zprobe": "probe.a:main"},
     )
 
     dist = install_wheel(wheel, filename=wheel.name, target=TARGET, root=root)
@@ -60,7 +60,7 @@ def test_record_is_sorted_and_installer_is_hatch_jib(tmp_path: Path, root: Path)
     rows = (dist_info / "RECORD").read_text().splitlines()
     paths = [row.split(",")[0] for row in rows]
     assert paths == sorted(paths)
-    assert "../../../bin/probe" in paths
+    assert "../../../bin/zprobe" in paths
     assert (dist_info / "INSTALLER").read_text() == "hatch-jib\n"
     assert not (dist_info / "direct_url.json").exists()
     assert dist.files == tuple(sorted(dist.files))
