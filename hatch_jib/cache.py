@@ -45,6 +45,9 @@ class BlobWriter:
         self.size += len(data)
         return len(data)
 
+    def flush(self) -> None:
+        self._file.flush()
+
     @property
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()

@@ -36,9 +36,9 @@ class _PlainFormatter(logging.Formatter):
 def setup_console(mode: str | None = None, *, debug: bool = False) -> None:
     """Attach one handler to the `hatch_jib` logger (idempotent)."""
     logger = logging.getLogger("hatch_jib")
-    for handler in list(logger.handlers):
-        if getattr(handler, _HANDLER_FLAG, False):
-            logger.removeHandler(handler)
+    for existing in list(logger.handlers):
+        if getattr(existing, _HANDLER_FLAG, False):
+            logger.removeHandler(existing)
 
     handler: logging.Handler
     if console_mode(mode) == "rich":

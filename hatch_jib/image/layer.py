@@ -98,7 +98,7 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
 class _HashingSink(io.RawIOBase):
     """A write-only stream that hashes bytes on their way to `target`."""
 
-    def __init__(self, target: IO[bytes], digest: hashlib._Hash) -> None:
+    def __init__(self, target: gzip.GzipFile, digest: hashlib._Hash) -> None:
         self._target = target
         self._digest = digest
 

@@ -69,7 +69,9 @@ def run_build(plan: BuildPlan) -> BuildResult:
 
     # Pull the base and build the app layers; the wheel build needs the target first.
     base_ref = config.from_.image
-    with steps.connect(base_ref, auth=config.from_.auth, options=options) as base_client:
+    with steps.connect(
+        base_ref, auth=config.from_.auth, options=options, cred_helper=config.from_.cred_helper
+    ) as base_client:
         base = steps.pull_base_image(base_ref, base_client, store, platform)
         python = config.python
         overrides = PythonOverrides(
@@ -124,6 +126,7 @@ def _write_outputs(
             target,
             auth=config.to.auth,
             options=steps.transport_options(config),
+            cred_helper=config.to.cred_helper,
             push=True,
             mount_from=[mount_from] if mount_from else [],
         ) as client:

@@ -83,12 +83,13 @@ def connect(
     *,
     auth: Auth | None,
     options: TransportOptions,
+    cred_helper: str | None = None,
     push: bool = False,
     mount_from: Sequence[str] = (),
 ) -> RegistryClient:
     """Retrieve credentials for `reference` and open a client; log where they came from."""
     explicit = Credential(auth.username, auth.password, auth.source) if auth else None
-    credential = find_credential(reference.registry, explicit=explicit)
+    credential = find_credential(reference.registry, explicit=explicit, cred_helper=cred_helper)
     role = "target" if push else "base"
     if credential:
         log.info(

@@ -83,7 +83,7 @@ def test_pypi_sdist_builds_into_an_image_that_runs(
     add_hatch_jib_requirement(project)
     if requirement.startswith("mkdocs"):
         drop_mkdocs_env_collectors(project)
-    name, version = requirement.split("==")
+    name = requirement.split("==")[0]
     env = {"JIB_FROM_IMAGE": base_image, "JIB_TO_IMAGE": f"{registry.host}/real/{name}"}
     if script:
         env["JIB_CONTAINER_SCRIPT"] = script
