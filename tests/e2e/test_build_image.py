@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import copy_project
+from tests.support.registry import running_registry
 from tests.support.runner import run_image, unpack_image
 
 
@@ -143,3 +144,73 @@ def test_bad_input_fails_with_a_short_message_and_writes_nothing(
     assert len(errors) == 1
     dist = project / "dist"
     assert not dist.exists() or not any(dist.iterdir())
+
+
+@pytest.mark.parametrize("mode", ["htpasswd", "token"])
+def test_push_with_credentials_from_the_environment(tmp_path, base_image, jib_cache, mode):
+    project = copy_project("hello-cli", tmp_path)
+    with running_registry(tmp_path / "secured", mode) as secured:
+        target = f"{secured.host}/e2e/secured"
+        env = {
+            "JIB_FROM_IMAGE": base_image,
+            "JIB_TO_IMAGE": target,
+            "JIB_TO_AUTH_USERNAME": secured.username,
+            "JIB_TO_AUTH_PASSWORD": secured.password,
+        }
+
+        built = hatch_build(project, env)
+
+        assert built.returncode == 0, built.stderr
+        output = built.stdout + built.stderr
+        assert "credentials from JIB_TO_AUTH_USERNAME/JIB_TO_AUTH_PASSWORD" in output
+        assert secured.password not in output
+        inspected = subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--tls-verify=false",
+                f"--creds={secured.username}:{secured.password}",
+                f"docker://{target}:0.1.0",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        digest = (project / "dist" / "jib-image.digest").read_text()
+        assert json.loads(inspected.stdout)["Digest"] == digest
+
+
+def test_rejected_credentials_fail_with_the_source_and_no_secret(tmp_path, base_image, jib_cache):
+    project = copy_project("hello-cli", tmp_path)
+    with running_registry(tmp_path / "secured", "htpasswd") as secured:
+        env = {
+            "JIB_FROM_IMAGE": base_image,
+            "JIB_TO_IMAGE": f"{secured.host}/e2e/denied",
+            "JIB_TO_AUTH_USERNAME": secured.username,
+            "JIB_TO_AUTH_PASSWORD": "wrong-password-value",
+        }
+
+        built = hatch_build(project, env)
+
+    assert built.returncode != 0
+    assert "UNAUTHORIZED" in built.stderr and "JIB_TO_AUTH" in built.stderr
+    assert "wrong-password-value" not in built.stdout + built.stderr
+    assert "Traceback" not in built.stdout + built.stderr
+    assert not (project / "dist" / "jib-image.digest").exists()
+
+
+def test_docker_format_base_gives_a_docker_manifest(
+    tmp_path, registry, base_image_docker, jib_cache
+):
+    project = copy_project("hello-cli", tmp_path)
+    target = f"{registry.host}/e2e/docker-format"
+
+    built = hatch_build(project, {"JIB_FROM_IMAGE": base_image_docker, "JIB_TO_IMAGE": target})
+
+    assert built.returncode == 0, built.stderr
+    raw = skopeo_inspect(f"docker://{target}:0.1.0", raw=True)
+    assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert raw["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    assert {layer["mediaType"] for layer in raw["layers"]} == {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    }
