@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hatch_jib.cache import BlobStore, default_cache_dir
 from hatch_jib.config import JibConfig
@@ -16,12 +21,15 @@ from hatch_jib.outputs.tar import write_image_tar
 from hatch_jib.pipeline import steps
 from hatch_jib.project import Project
 from hatch_jib.python.target import PythonOverrides
+from hatch_jib.registry.client import RegistryClient
 
 __all__ = ["OUTPUTS", "BuildPlan", "BuildResult", "LayerReport", "run_build"]
 
 log = logging.getLogger("hatch_jib")
 
 OUTPUTS = ("registry", "tar")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,6 @@ def run_build(plan: BuildPlan) -> BuildResult:
     config = plan.config
     _check_outputs(plan)
     store = BlobStore(config.cache_dir or default_cache_dir())
-    options = steps.transport_options(config)
-    platform = config.from_.platforms[0]
     if len(config.from_.platforms) > 1:
         # TODO(#6): build one image per platform and push an index.
         raise ConfigError(
@@ -67,31 +73,96 @@ def run_build(plan: BuildPlan) -> BuildResult:
             hint="list a single platform",
         )
 
-    # Pull the base and build the app layers; the wheel build needs the target first.
-    base_ref = config.from_.image
-    with steps.connect(
-        base_ref, auth=config.from_.auth, options=options, cred_helper=config.from_.cred_helper
-    ) as base_client:
-        base = steps.pull_base_image(base_ref, base_client, store, platform)
-        python = config.python
-        overrides = PythonOverrides(
-            version=python.version,
-            implementation=python.implementation,
-            libc=python.libc,
-            platform_tags=python.platform_tags,
+    # Exit order matters: the pool's threads finish before the client and scratch go away.
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hatch-jib-")))
+        base_client = stack.enter_context(
+            steps.connect(
+                config.from_.image,
+                auth=config.from_.auth,
+                options=steps.transport_options(config),
+                cred_helper=config.from_.cred_helper,
+            )
         )
-        target = steps.detect_target_profile(base, store, overrides)
-        app = steps.build_application_layers(plan.project, config, target, store)
-        venv = f"{config.container.app_root.rstrip('/')}/.venv"
-        environment = steps.image_environment(config, base, venv)
-        image = steps.assemble_image(base, app, config, environment)
-        store.put_bytes(image.config_bytes, expected=image.config.digest)
+        pool = stack.enter_context(_StepPool())
+        image, base = _build_image(plan, store, pool, base_client, scratch)
 
         def blob_path(digest: str) -> Path:
-            path = store.verified_path(digest)
-            return path if path is not None else base.client.fetch_blob(digest, store)
+            return steps.fetch_base_blob(base, digest, store)
 
-        return _write_outputs(plan, image, store, base, blob_path)
+        result = _write_outputs(plan, image, store, base, blob_path)
+    return result
+
+
+def _build_image(
+    plan: BuildPlan,
+    store: BlobStore,
+    pool: _StepPool,
+    base_client: RegistryClient,
+    scratch: Path,
+) -> tuple[Image, steps.BaseImage]:
+    """Steps 2 to 5: pull the base and build our layers side by side, then assemble."""
+    config = plan.config
+
+    # The wheel needs nothing from the base: build it while the base is pulled.
+    wheel = pool.submit(steps.build_project_wheel, plan.project, scratch / "wheel")
+    base = steps.pull_base_image(
+        config.from_.image,
+        base_client,
+        store,
+        config.from_.platforms[0],
+        offline=config.offline,
+    )
+    target = steps.detect_target_profile(base, store, _overrides(config))
+
+    # A tar needs the base layers' bytes: fetch them while our layers are built.
+    if "tar" in plan.outputs:
+        pool.submit(steps.obtain_base_layers, base, store)
+    app = steps.build_application_layers(plan.project, config, target, store, wheel.result())
+    venv = f"{config.container.app_root.rstrip('/')}/.venv"
+    environment = steps.image_environment(config, base, venv)
+    image = steps.assemble_image(base, app, config, environment)
+    store.put_bytes(image.config_bytes, expected=image.config.digest)
+    pool.wait_all()
+    return image, base
+
+
+def _overrides(config: JibConfig) -> PythonOverrides:
+    python = config.python
+    return PythonOverrides(
+        version=python.version,
+        implementation=python.implementation,
+        libc=python.libc,
+        platform_tags=python.platform_tags,
+    )
+
+
+class _StepPool:
+    """A small pool for steps that run beside the main line of the build.
+
+    On any failure the steps not yet started are cancelled and the running ones are waited
+    for, so no thread outlives the build and only the first error is raised.
+    """
+
+    def __init__(self, workers: int = 4) -> None:
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="jib-step")
+        self._futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future = self._executor.submit(fn, *args)
+        self._futures.append(future)
+        return future
+
+    def wait_all(self) -> None:
+        """Wait for every step; raise the first failure."""
+        for future in self._futures:
+            future.result()
+
+    def __enter__(self) -> _StepPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_outputs(plan: BuildPlan) -> None:
@@ -100,6 +171,11 @@ def _check_outputs(plan: BuildPlan) -> None:
         # TODO(#6): the oci and docker outputs.
         raise ConfigError(
             f"Output {unknown[0]!r} is not supported yet", hint=f"use one of: {', '.join(OUTPUTS)}"
+        )
+    if "registry" in plan.outputs and plan.config.offline:
+        raise ConfigError(
+            "An offline build cannot push to a registry",
+            hint="build the tar output (`hatch build -t jib:tar` or --tar), or turn off `offline`",
         )
     if "registry" in plan.outputs and plan.config.to.image is None:
         raise ConfigError(

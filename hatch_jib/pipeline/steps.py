@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -17,16 +18,16 @@ from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.image.config import ContainerSettings, build_image_config
 from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
 from hatch_jib.image.image import Image, ImageLayer
-from hatch_jib.image.layer import BuiltLayer, build_layer
+from hatch_jib.image.layer import BuiltLayer, LayerEntry, build_layer
 from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
 from hatch_jib.project import Project, build_wheel, main_module
-from hatch_jib.python.install import create_venv, install_wheel
+from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
 from hatch_jib.python.layout import split_layers
-from hatch_jib.python.resolve import download, resolve
+from hatch_jib.python.resolve import ResolvedWheel, download, resolve
 from hatch_jib.python.target import PythonOverrides, TargetProfile, detect_target
-from hatch_jib.registry.client import RegistryClient
+from hatch_jib.registry.client import PulledManifest, RegistryClient
 from hatch_jib.registry.credentials import Credential, find_credential
 from hatch_jib.registry.transport import TransportOptions
 
@@ -35,9 +36,11 @@ __all__ = [
     "BaseImage",
     "assemble_image",
     "build_application_layers",
+    "build_project_wheel",
     "choose_entrypoint",
     "connect",
     "detect_target_profile",
+    "fetch_base_blob",
     "image_environment",
     "obtain_base_layers",
     "pull_base_image",
@@ -60,6 +63,7 @@ class BaseImage:
     manifest_digest: str
     config: dict[str, Any]
     platform: Platform
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,14 +112,22 @@ def connect(
 
 
 def pull_base_image(
-    reference: Reference, client: RegistryClient, store: BlobStore, platform: Platform
+    reference: Reference,
+    client: RegistryClient,
+    store: BlobStore,
+    platform: Platform,
+    *,
+    offline: bool = False,
 ) -> BaseImage:
-    """Pull the base's manifest (through its index if it has one) and its config."""
+    """Pull the base's manifest (through its index if it has one) and its config.
+
+    Offline, both come from the cache: a tag through the digest it had when last pulled.
+    """
     if not reference.digest:
         log.warning(
             "Base image %s is not pinned by digest: builds may change when the tag moves", reference
         )
-    pulled = client.get_manifest(reference.identifier)
+    pulled = _get_manifest(client, reference, reference.identifier, store, offline)
     media_type = pulled.media_type or _sniff_media_type(pulled.data)
 
     # Pick the platform from an index or manifest list.
@@ -128,7 +140,7 @@ def pull_base_image(
                 f"Base image {reference} has no {platform} image (it has: {available})",
                 hint="set `tool.jib.from.platforms` to one it has, or choose another base",
             )
-        pulled = client.get_manifest(chosen.digest)
+        pulled = _get_manifest(client, reference, chosen.digest, store, offline)
         media_type = pulled.media_type or _sniff_media_type(pulled.data)
     if media_type not in MediaType.MANIFESTS:
         raise BuildError(
@@ -138,7 +150,7 @@ def pull_base_image(
     manifest = parse_manifest(pulled.data, media_type)
 
     # The config says the platform for single-platform bases; check it matches.
-    client.fetch_blob(manifest.config.digest, store)
+    _fetch_blob(client, reference, manifest.config.digest, store, offline, what="config")
     config = json.loads(store.read_bytes(manifest.config.digest))
     found = Platform(
         config.get("os", "linux"), config.get("architecture", "amd64"), config.get("variant")
@@ -149,7 +161,70 @@ def pull_base_image(
             hint=f'set `tool.jib.from.platforms` to ["{found}"] or choose a {platform} base',
         )
     log.info("Base image %s@%s (%s)", reference.context, pulled.digest, found)
-    return BaseImage(reference, client, manifest, pulled.digest, config, found)
+    return BaseImage(reference, client, manifest, pulled.digest, config, found, offline)
+
+
+def _get_manifest(
+    client: RegistryClient, reference: Reference, identifier: str, store: BlobStore, offline: bool
+) -> PulledManifest:
+    """A manifest by tag or digest from the registry, kept in the cache for offline builds."""
+    tag_key = f"{reference.registry}/{reference.repository}:{identifier}"
+    if offline:
+        return _cached_manifest(reference, identifier, store, tag_key)
+
+    pulled = client.get_manifest(identifier)
+    store.put_bytes(pulled.data, expected=pulled.digest)
+    store.write_record("manifests", pulled.digest, {"media_type": pulled.media_type})
+    if not identifier.startswith("sha256:"):
+        store.write_record("tags", tag_key, {"digest": pulled.digest})
+    return pulled
+
+
+def _cached_manifest(
+    reference: Reference, identifier: str, store: BlobStore, tag_key: str
+) -> PulledManifest:
+    digest: str | None = identifier
+    if not identifier.startswith("sha256:"):
+        digest = (store.read_record("tags", tag_key) or {}).get("digest")
+    record = store.read_record("manifests", digest) if digest else None
+    path = store.verified_path(digest) if digest and record else None
+    if digest is None or record is None or path is None:
+        what = "the digest of tag" if digest is None else "the manifest"
+        raise BuildError(
+            f"Offline build: {what} {reference.context}:{identifier} is not in the cache "
+            f"at {store.root}",
+            hint="build once with network access (or pin the base by digest after one), "
+            "or turn off `offline`",
+        )
+    log.info("Base manifest %s from the cache (offline)", digest)
+    return PulledManifest(path.read_bytes(), record["media_type"], digest)
+
+
+def _fetch_blob(
+    client: RegistryClient,
+    reference: Reference,
+    digest: str,
+    store: BlobStore,
+    offline: bool,
+    *,
+    what: str,
+) -> Path:
+    """A base blob from the cache, else from the registry unless the build is offline."""
+    path = store.verified_path(digest)
+    if path is not None:
+        return path
+    if offline:
+        raise BuildError(
+            f"Offline build: base image {what} {digest} of {reference.context} is not in the "
+            f"cache at {store.root}",
+            hint="build once with network access for this output, or turn off `offline`",
+        )
+    return client.fetch_blob(digest, store)
+
+
+def fetch_base_blob(base: BaseImage, digest: str, store: BlobStore) -> Path:
+    """One base layer or config blob, verified, downloading it only when the cache lacks it."""
+    return _fetch_blob(base.client, base.reference, digest, store, base.offline, what="layer")
 
 
 def _sniff_media_type(raw: bytes) -> str:
@@ -165,62 +240,76 @@ def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
     missing = [digest for digest in digests if store.verified_path(digest) is None]
     if missing:
         log.info("Downloading %d of %d base layers", len(missing), len(digests))
-    with ThreadPoolExecutor(MAX_CONNECTIONS) as pool:
-        list(pool.map(lambda digest: base.client.fetch_blob(digest, store), missing))
+    with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="jib-pull") as pool:
+        list(pool.map(lambda digest: fetch_base_blob(base, digest, store), missing))
     return [store.path(digest) for digest in digests]
 
 
 def detect_target_profile(
     base: BaseImage, store: BlobStore, overrides: PythonOverrides
 ) -> TargetProfile:
-    """The base's Python and platform, cached by base manifest digest."""
+    """The base's Python and platform, cached by base manifest digest.
+
+    The layers are read only when the config and overrides leave the Python version or the
+    libc open, so a registry build over a `python:*` base with a libc override downloads none.
+    """
     key = json.dumps([base.manifest_digest, repr(overrides)])
     record = store.read_record("targets", key)
     if record:
         target = TargetProfile(**record)
-    else:
-        # TODO(#4): read PYTHON_VERSION-style config first and skip layer downloads when enough.
-        layers = obtain_base_layers(base, store)
-        target = detect_target(
-            base.config,
-            layers,
-            architecture=base.platform.architecture,
-            variant=base.platform.variant,
-            overrides=overrides,
-        )
-        store.write_record("targets", key, target.__dict__)
+        log.info("Target: %s (cached)", target.describe())
         return target
-    log.info("Target: %s (cached)", target.describe())
+
+    layers: list[Path] = []
+    if not _config_says_enough(base.config, overrides):
+        layers = obtain_base_layers(base, store)
+    target = detect_target(
+        base.config,
+        layers,
+        architecture=base.platform.architecture,
+        variant=base.platform.variant,
+        overrides=overrides,
+    )
+    store.write_record("targets", key, target.__dict__)
     return target
 
 
+def _config_says_enough(config: dict[str, Any], overrides: PythonOverrides) -> bool:
+    """Whether the Python version and libc are known without reading any base layer."""
+    env = (config.get("config") or {}).get("Env") or []
+    has_version = bool(overrides.version) or any(
+        str(item).startswith("PYTHON_VERSION=") for item in env
+    )
+    return has_version and bool(overrides.platform_tags or overrides.libc)
+
+
+def build_project_wheel(project: Project, directory: Path) -> Path:
+    """Build the project's wheel; it needs nothing from the base, so it runs beside the pull."""
+    return build_wheel(project, directory)
+
+
 def build_application_layers(
-    project: Project, config: JibConfig, target: TargetProfile, store: BlobStore
+    project: Project, config: JibConfig, target: TargetProfile, store: BlobStore, wheel: Path
 ) -> AppLayers:
-    """Build the wheel, resolve and install for the target, and write our layers."""
+    """Resolve and install for the target, and write our layers (reusing them when unchanged)."""
     venv = f"{config.container.app_root.rstrip('/')}/.venv"
+    mtime = config.container.files_modification_time
     with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
-        scratch_path = Path(scratch)
-        wheel = build_wheel(project, scratch_path / "wheel")
+        root = Path(scratch) / "root"
+        root.mkdir()
 
         # Resolve and fetch the dependencies for the target, not for this host.
         requirements = project.requirements(config.python.extras)
         resolved = resolve(requirements, target, store=store, offline=config.offline)
-        paths = download(resolved, store, offline=config.offline)
         log.info("Resolved %d dependencies for %s", len(resolved), target.python_platform())
-
-        # Install into a staging tree that mirrors the image, then split it into layers.
-        root = scratch_path / "root"
-        root.mkdir()
         venv_entries = create_venv(root, target, venv=venv)
-        installed = [
-            install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
-            for item, path in zip(resolved, paths, strict=True)
-        ]
-        own = install_wheel(wheel, filename=wheel.name, target=target, root=root, venv=venv)
-        specs = split_layers(root, dependencies=installed, project=own, venv_entries=venv_entries)
-        mtime = config.container.files_modification_time
-        layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
+        dependencies = _dependencies_layers(
+            resolved, store, config, target, root, venv, venv_entries
+        )
+
+        # Our own wheel: its layers are keyed by the wheel's digest, as hatchling's are stable.
+        own = _wheel_layers(wheel, store, target, root, venv, mtime)
+        layers = (*dependencies, *own)
         entrypoint = choose_entrypoint(project, config, venv, main_module(wheel))
 
     for layer in layers:
@@ -229,6 +318,102 @@ def build_application_layers(
             "Layer %-12s %s %s (%s)", layer.name, state, _short(layer.digest), _size(layer.size)
         )
     return AppLayers(layers, entrypoint, target)
+
+
+# Stands for "no project" when only the dependencies layer is split out.
+_NOTHING = InstalledDist("", "", ())
+
+# Bump when the same wheels would install to other bytes (installer, venv or split changes).
+_INSTALL_FORMAT = "1"
+
+
+def _install_key(
+    kind: str, wheels: list[list[str]], target: TargetProfile, venv: str, mtime: int
+) -> str:
+    """The inputs that fix an installed layer's bytes: wheel digests, target, venv and mtime."""
+    from hatch_jib import __version__
+
+    payload = {
+        "format": _INSTALL_FORMAT,
+        "hatch-jib": __version__,
+        "kind": kind,
+        "wheels": wheels,
+        "target": target.__dict__,
+        "venv": venv,
+        "mtime": mtime,
+    }
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def _reuse_layers(store: BlobStore, key: str) -> tuple[BuiltLayer, ...] | None:
+    """The layers recorded for `key`, if every blob is still in the cache and intact."""
+    record = store.read_record("installed-layers", key)
+    if record is None:
+        return None
+    layers = tuple(BuiltLayer(**{**item, "reused": True}) for item in record["layers"])
+    if any(store.verified_path(layer.digest) is None for layer in layers):
+        return None
+    return layers
+
+
+def _remember_layers(store: BlobStore, key: str, layers: Sequence[BuiltLayer]) -> None:
+    items = [
+        {"name": x.name, "digest": x.digest, "diff_id": x.diff_id, "size": x.size} for x in layers
+    ]
+    store.write_record("installed-layers", key, {"layers": items})
+
+
+def _dependencies_layers(
+    resolved: Sequence[ResolvedWheel],
+    store: BlobStore,
+    config: JibConfig,
+    target: TargetProfile,
+    root: Path,
+    venv: str,
+    venv_entries: Sequence[LayerEntry],
+) -> tuple[BuiltLayer, ...]:
+    """The `dependencies` layer; an unchanged wheel set is neither downloaded nor installed."""
+    mtime = config.container.files_modification_time
+    # Wheels without a published hash are keyed by URL; their bytes are checked on download.
+    wheels = [[item.filename, item.sha256 or item.url] for item in resolved]
+    key = _install_key("dependencies", wheels, target, venv, mtime)
+    reused = _reuse_layers(store, key)
+    if reused is not None:
+        return reused
+
+    paths = download(resolved, store, offline=config.offline)
+    installed = [
+        install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
+        for item, path in zip(resolved, paths, strict=True)
+    ]
+    specs = split_layers(root, dependencies=installed, project=_NOTHING, venv_entries=venv_entries)
+    layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
+    _remember_layers(store, key, layers)
+    return layers
+
+
+def _wheel_layers(
+    wheel: Path, store: BlobStore, target: TargetProfile, root: Path, venv: str, mtime: int
+) -> tuple[BuiltLayer, ...]:
+    """The `resources` and `code` layers of the project's own wheel."""
+    key = _install_key("project", [[wheel.name, _file_digest(wheel)]], target, venv, mtime)
+    reused = _reuse_layers(store, key)
+    if reused is not None:
+        return reused
+
+    own = install_wheel(wheel, filename=wheel.name, target=target, root=root, venv=venv)
+    specs = split_layers(root, dependencies=(), project=own, venv_entries=())
+    layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
+    _remember_layers(store, key, layers)
+    return layers
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def choose_entrypoint(
