@@ -7,9 +7,10 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from hatch_jib.cache import BlobStore
 
@@ -72,7 +73,9 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     """Write `spec` as a gzip tar blob, or reuse the blob built before from the same inputs."""
     # The selector key covers every input byte, so a wrong hit is impossible.
     entries = _with_parents(spec.entries)
-    key = _selector_key(entries, mtime)
+    hashes = _ContentHashes(store, spec.name)
+    key = _selector_key(entries, mtime, hashes)
+    hashes.save()
     record = store.read_record("selectors", key)
     if record and store.verified_path(record["digest"]) is not None:
         return BuiltLayer(spec.name, record["digest"], record["diff_id"], record["size"], True)
@@ -149,10 +152,10 @@ def _size_of(handle: IO[bytes]) -> int:
     return size
 
 
-def _selector_key(entries: list[LayerEntry], mtime: int) -> str:
+def _selector_key(entries: list[LayerEntry], mtime: int, hashes: _ContentHashes) -> str:
     rows = []
     for entry in entries:
-        content = _file_sha256(entry.source) if entry.kind == "file" and entry.source else ""
+        content = hashes.sha256(entry.source) if entry.kind == "file" and entry.source else ""
         rows.append([entry.path, entry.kind, entry.mode, entry.link_target or "", content])
     payload = {"format": _FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -164,3 +167,39 @@ def _file_sha256(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# A file changed less than this long ago may change again within the same mtime tick.
+_RACY_SECONDS = 2
+
+
+class _ContentHashes:
+    """File sha256s, reused from the last build of the same layer while the file's stat holds.
+
+    The stat key is device, inode, size, mtime and ctime in nanoseconds. Content rewritten
+    with its old mtime put back still moves the ctime, which no user call can set, and a
+    file younger than `_RACY_SECONDS` is never remembered, as it may change within its tick.
+    """
+
+    def __init__(self, store: BlobStore, layer_name: str) -> None:
+        self._store = store
+        self._key = f"layer:{layer_name}"
+        self._known: dict[str, list[Any]] = store.read_record("content-hashes", self._key) or {}
+        self._seen: dict[str, list[Any]] = {}
+
+    def sha256(self, path: Path) -> str:
+        info = path.stat()
+        stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+        name = str(path)
+        known = self._known.get(name)
+        unchanged = known is not None and known[:5] == stamp
+        content = str(known[5]) if known and unchanged else _file_sha256(path)
+        newest = max(info.st_mtime_ns, info.st_ctime_ns)
+        if time.time_ns() - newest > _RACY_SECONDS * 1_000_000_000:
+            self._seen[name] = [*stamp, content]
+        return content
+
+    def save(self) -> None:
+        """Keep only this build's files, so the record stays the size of one layer."""
+        if self._seen != self._known:
+            self._store.write_record("content-hashes", self._key, self._seen)
