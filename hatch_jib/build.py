@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hatch_jib.config import load_config
-from hatch_jib.console import setup_console
+from hatch_jib.console import live_progress, setup_console
 from hatch_jib.pipeline import BuildPlan, BuildResult, run_build
 from hatch_jib.project import load_project
 
@@ -46,4 +46,5 @@ def build_project(
         outputs=outputs or default_outputs(config.to.image),
         directory=directory,
     )
-    return run_build(plan)
+    with live_progress(config.console):
+        return run_build(plan)

@@ -20,6 +20,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from hatch_jib import progress
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import DigestMismatch, MediaType, check_digest, sha256_digest
@@ -284,7 +285,7 @@ class RegistryClient:
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(size),
                 },
-                body=lambda: _file_chunks(path),
+                body=lambda: progress.sent(digest, _file_chunks(path)),
                 idempotent=False,
             )
         except RegistryError as error:

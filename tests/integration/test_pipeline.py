@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hatch_jib import progress
+from hatch_jib.build import build_project
 from tests.support.registry import running_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +176,7 @@ def test_first_failure_is_reported_once_and_leaves_no_partial_output(
     if broken == "wheel":
         pyproject = project / "pyproject.toml"
         pyproject.write_text(
-            pyproject.read_text() + '\n[tool.hatch.build.targets.wheel]\nonly-include = 42\n'
+            pyproject.read_text() + "\n[tool.hatch.build.targets.wheel]\nonly-include = 42\n"
         )
     else:
         env["JIB_FROM_IMAGE"] = f"{registry.host}/pipeline/no-such-base:1"
@@ -187,3 +189,40 @@ def test_first_failure_is_reported_once_and_leaves_no_partial_output(
     assert ("only-include" if broken == "wheel" else "no-such-base") in failed.stderr
     assert not (project / "dist").exists()
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_push_reports_each_blob_with_its_bytes_then_as_skipped_on_rebuild(
+    tmp_path, registry, base_image
+):
+    project = project_copy(tmp_path)
+    environ = {
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+        "JIB_FROM_IMAGE": base_image,
+        "JIB_TO_IMAGE": f"{registry.host}/pipeline/progress",
+        "JIB_CONSOLE": "plain",
+    }
+    runs: list[list[progress.BlobEvent]] = []
+
+    for _ in range(2):
+        events: list[progress.BlobEvent] = []
+        unsubscribe = progress.subscribe(events.append)
+        try:
+            build_project(project, directory=project / "dist", environ=environ)
+        finally:
+            unsubscribe()
+        runs.append(events)
+
+    first, second = runs
+    states = {event.name: event.state for event in first if event.state != "sent"}
+    assert states == {
+        "base": "mounted",
+        "dependencies": "pushed",
+        "resources": "pushed",
+        "code": "pushed",
+        "config": "pushed",
+    }
+    for event in first:
+        if event.state == "pushed":
+            sent = sum(e.done for e in first if e.state == "sent" and e.digest == event.digest)
+            assert sent == event.size
+    assert {event.state for event in second} == {"checking", "skipped"}
