@@ -179,7 +179,7 @@ def layer_row(label: str, tree: Path, work: Path) -> Row:
     ours = measure([sys.executable, __file__, "write-layer", str(tree), str(store)])
     pipeline = f"tar --sort=name -C {tree} -cf - . | gzip -6 | sha256sum"
     theirs = measure(["bash", "-o", "pipefail", "-c", pipeline])
-    return Row(f"{label}: write one layer", ours, "tar | gzip -6 | sha256sum", theirs, "<= 1.0")
+    return Row(f"{label}: write one layer", ours, "tar \\| gzip -6 \\| sha256sum", theirs, "<= 1.0")
 
 
 def buildah_row(label: str, project: Path, work: Path, registry: RunningRegistry, base: str) -> Row:

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
+import os
+import struct
 import tarfile
 import time
+import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 from hatch_jib.cache import BlobStore
 
-__all__ = ["DEFAULT_MTIME", "BuiltLayer", "LayerEntry", "LayerSpec", "build_layer"]
+__all__ = [
+    "DEFAULT_MTIME",
+    "FORMAT_VERSION",
+    "BuiltLayer",
+    "LayerEntry",
+    "LayerSpec",
+    "ParallelGzip",
+    "build_layer",
+]
 
 # One second past the epoch, as Jib does: some tools treat an mtime of 0 as "unset".
 DEFAULT_MTIME = 1
 GZIP_LEVEL = 6
-_FORMAT_VERSION = "1"  # bump when the bytes a spec produces change
+# Compression block size: changing it changes every layer digest.
+GZIP_BLOCK = 1 << 20
+_WINDOW = 32 * 1024
+FORMAT_VERSION = "2"  # bump when the bytes a spec produces change
 _CHUNK = 1 << 20
 
 EntryKind = Literal["file", "dir", "symlink"]
@@ -83,9 +98,7 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     # Stream tar -> sha256 (diff_id) -> gzip -> blob writer (digest).
     with store.writer() as blob:
         diff_hash = hashlib.sha256()
-        with gzip.GzipFile(
-            filename="", mode="wb", fileobj=blob, compresslevel=GZIP_LEVEL, mtime=0
-        ) as gz:
+        with ParallelGzip(blob) as gz:
             sink = _HashingSink(gz, diff_hash)
             with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for entry in entries:
@@ -98,10 +111,83 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     return BuiltLayer(spec.name, digest, diff_id, size, False)
 
 
+class ParallelGzip:
+    """A gzip stream compressed in fixed blocks on several threads, with the same bytes on any
+    machine whatever its core count.
+
+    The input is cut into `GZIP_BLOCK` blocks. Each is deflated on its own, primed with the
+    32 KiB before it, and ends with a sync flush (the last with a finish), as pigz does; the
+    header has no name, mtime 0 and OS byte 255, like Python's own gzip. Only the block size
+    and level fix the output, so they are part of the layer format.
+    """
+
+    _HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+    def __init__(self, target: Writable, *, workers: int | None = None) -> None:
+        self._target = target
+        self._workers = workers or min(8, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="jib-gzip")
+        self._pending: deque[Future[bytes]] = deque()
+        self._buffer = bytearray()
+        self._window = b""
+        self._crc = 0
+        self._size = 0
+        target.write(self._HEADER)
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        while len(self._buffer) >= GZIP_BLOCK:
+            block = bytes(self._buffer[:GZIP_BLOCK])
+            del self._buffer[:GZIP_BLOCK]
+            self._submit(block, last=False)
+        return len(data)
+
+    def _submit(self, block: bytes, *, last: bool) -> None:
+        self._crc = zlib.crc32(block, self._crc)
+        self._size += len(block)
+        self._pending.append(self._pool.submit(_deflate, block, self._window, last))
+        self._window = block[-_WINDOW:]
+        # Keep a few blocks in flight: enough to use every core, never the whole layer.
+        while len(self._pending) > 2 * self._workers:
+            self._target.write(self._pending.popleft().result())
+
+    def close(self) -> None:
+        """Compress what is left and write the trailer: CRC-32 and size mod 2**32."""
+        self._submit(bytes(self._buffer), last=True)
+        self._buffer.clear()
+        while self._pending:
+            self._target.write(self._pending.popleft().result())
+        self._target.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        self._pool.shutdown()
+
+    def __enter__(self) -> ParallelGzip:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._pool.shutdown(cancel_futures=True)
+
+
+def _deflate(block: bytes, window: bytes, last: bool) -> bytes:
+    """Raw deflate of one block, primed with the window before it."""
+    if window:
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=window)
+    else:
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    flush = zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
+    return compressor.compress(block) + compressor.flush(flush)
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 class _HashingSink(io.RawIOBase):
     """A write-only stream that hashes bytes on their way to `target`."""
 
-    def __init__(self, target: gzip.GzipFile, digest: hashlib._Hash) -> None:
+    def __init__(self, target: Writable, digest: hashlib._Hash) -> None:
         self._target = target
         self._digest = digest
 
@@ -157,7 +243,7 @@ def _selector_key(entries: list[LayerEntry], mtime: int, hashes: _ContentHashes)
     for entry in entries:
         content = hashes.sha256(entry.source) if entry.kind == "file" and entry.source else ""
         rows.append([entry.path, entry.kind, entry.mode, entry.link_target or "", content])
-    payload = {"format": _FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
+    payload = {"format": FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 

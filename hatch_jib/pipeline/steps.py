@@ -18,6 +18,7 @@ from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.image.config import ContainerSettings, build_image_config
 from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
 from hatch_jib.image.image import Image, ImageLayer
+from hatch_jib.image.layer import FORMAT_VERSION as LAYER_FORMAT
 from hatch_jib.image.layer import BuiltLayer, LayerEntry, build_layer
 from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest
 from hatch_jib.image.platform import Platform
@@ -335,6 +336,7 @@ def _install_key(
 
     payload = {
         "format": _INSTALL_FORMAT,
+        "layer-format": LAYER_FORMAT,
         "hatch-jib": __version__,
         "kind": kind,
         "wheels": wheels,

@@ -8,6 +8,7 @@ say why in its message; otherwise it is a regression.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import tarfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from hatch_jib.cache import BlobStore
 from hatch_jib.config import load_config
 from hatch_jib.image.descriptor import Descriptor, MediaType
-from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
+from hatch_jib.image.layer import GZIP_BLOCK, LayerEntry, LayerSpec, ParallelGzip, build_layer
 from hatch_jib.image.manifest import Manifest
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import parse_reference
@@ -25,6 +26,7 @@ from hatch_jib.python.target import TargetProfile
 GOLDEN_LAYER = "sha256:77ecdcc51f6dc99f587ae027354abaa58d4845fdc9d8c83a947d89da4cb7a138"
 GOLDEN_DIFF_ID = "sha256:de0fbc16035a27df5a93d3b5d7be0b18eb974e0818e3f4b8c38957b8a07561b0"
 GOLDEN_CONFIG = "sha256:a105d09fd4d540286293197c47f90bf2d4bb6a56c8767ab585c2b4205efe21f0"
+GOLDEN_MULTI_BLOCK_GZIP = "0a848668c7103c3a2a79f28d472d53a8025e582c794c15bf81aedd6c044f9e90"
 GOLDEN_MANIFEST = "sha256:666928cbf45049b4d7e0b6421d7ae5b2c57efc7ec1cd70202d635bcf76d15534"
 
 LONG_NAME = "app/" + "/".join(["deep-directory-name"] * 8) + "/module_with_a_long_name.py"
@@ -120,3 +122,37 @@ def test_pax_records_carry_only_names_never_host_time_or_owner(tmp_path):
     for leak in (b"mtime=", b"atime=", b"ctime=", b"uname=", b"123456789", b"root\0"):
         assert leak not in raw
     assert str(tmp_path).encode() not in raw
+
+
+def _pseudo_random(size: int) -> bytes:
+    """The same bytes on every machine, and barely compressible."""
+    blocks, seed = [], b"hatch-jib"
+    while sum(map(len, blocks)) < size:
+        seed = hashlib.sha256(seed).digest()
+        blocks.append(seed * 4 + bytes(range(64)))
+    return b"".join(blocks)[:size]
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+
+def test_parallel_gzip_gives_the_same_bytes_with_any_number_of_threads():
+    payload = _pseudo_random(3 * GZIP_BLOCK + 12345)
+    outputs = []
+
+    for workers in (1, 2, 5):
+        sink = _Collect()
+        with ParallelGzip(sink, workers=workers) as gz:
+            for start in range(0, len(payload), 70_000):
+                gz.write(payload[start : start + 70_000])
+        outputs.append(bytes(sink.data))
+
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert gzip.decompress(outputs[0]) == payload
+    assert hashlib.sha256(outputs[0]).hexdigest() == GOLDEN_MULTI_BLOCK_GZIP
