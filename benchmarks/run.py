@@ -142,7 +142,7 @@ def incremental_rows(
     ]
 
 
-def push_row(label: str, project: Path, work: Path, base: str) -> Row:
+def push_rows(label: str, project: Path, work: Path, base: str) -> list[Row]:
     """Ours pushing a built image into an empty registry, against skopeo from an OCI layout."""
     cache = work / f"cache-{label}"
     jib_build(project, cache, base, "--tar", "--output-dir", str(work / f"tar-{label}"))
@@ -154,6 +154,13 @@ def push_row(label: str, project: Path, work: Path, base: str) -> Row:
     with running_registry(work / f"empty-ours-{label}", "open") as ours_registry:
         target = ["--to", f"{ours_registry.host}/bench/{label}"]
         ours = pushed(jib_build(project, cache, base, *target), ours_registry, 0)
+    with running_registry(work / f"empty-engine-{label}", "open") as engine_registry:
+        target_ref = f"{engine_registry.host}/bench/{label}"
+        engine = pushed(
+            measure([sys.executable, __file__, "push-layout", str(layout), target_ref]),
+            engine_registry,
+            0,
+        )
     with running_registry(work / f"empty-skopeo-{label}", "open") as their_registry:
         copy = [
             "skopeo",
@@ -163,7 +170,10 @@ def push_row(label: str, project: Path, work: Path, base: str) -> Row:
             f"docker://{their_registry.host}/bench/{label}:1.0",
         ]
         theirs = pushed(measure(copy), their_registry, 0)
-    return Row(f"{label}: push into an empty registry", ours, "skopeo copy", theirs, "<= 1.2")
+    return [
+        Row(f"{label}: build + push, warm cache, empty registry", ours, "skopeo copy", theirs),
+        Row(f"{label}: push alone, empty registry", engine, "skopeo copy", theirs, "<= 1.2"),
+    ]
 
 
 def layer_tree_from(cache: Path, digest: str, destination: Path) -> Path:
@@ -221,6 +231,44 @@ def memory_rows(sizes_mb: Sequence[int], work: Path) -> list[Row]:
 
 
 # Entry points -------------------------------------------------------------------------------
+
+
+def push_layout(layout: Path, target: str) -> None:
+    """Child mode: push an OCI layout's image with our push code alone, as skopeo does."""
+    import json
+
+    from hatch_jib.image.descriptor import Descriptor
+    from hatch_jib.image.image import Image, ImageLayer
+    from hatch_jib.image.manifest import parse_manifest
+    from hatch_jib.image.platform import Platform
+    from hatch_jib.image.reference import parse_reference
+    from hatch_jib.outputs.registry import push_image
+    from hatch_jib.registry import RegistryClient, TransportOptions
+
+    def blob(digest: str) -> Path:
+        return layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    raw = blob(entry["digest"]).read_bytes()
+    manifest = parse_manifest(raw, entry["mediaType"])
+    config = Descriptor(manifest.config.media_type, manifest.config.digest, manifest.config.size)
+    image = Image(
+        platform=Platform(),
+        manifest_media_type=entry["mediaType"],
+        manifest_bytes=raw,
+        config=config,
+        config_bytes=blob(config.digest).read_bytes(),
+        layers=tuple(ImageLayer(layer, "", "layer") for layer in manifest.layers),
+    )
+    reference = parse_reference(target)
+    with RegistryClient(
+        reference.registry,
+        reference.repository,
+        credential=None,
+        options=TransportOptions(),
+        push=True,
+    ) as client:
+        push_image(image, client=client, target=reference, tags=["1.0"], blob_path=blob)
 
 
 def write_layer(tree: Path, store_root: Path) -> None:
@@ -284,6 +332,9 @@ def main() -> None:
     if args.mode[:1] == ["write-layer"]:
         write_layer(Path(args.mode[1]), Path(args.mode[2]))
         return
+    if args.mode[:1] == ["push-layout"]:
+        push_layout(Path(args.mode[1]), args.mode[2])
+        return
 
     rows: list[Row] = []
     with workspace() as work, running_registry(work / "registry", "open") as registry:
@@ -300,7 +351,7 @@ def main() -> None:
         for label, project in projects.items():
             rows += incremental_rows(label, project, work, registry, base)
         for label, project in projects.items():
-            rows.append(push_row(label, project, work, base))
+            rows += push_rows(label, project, work, base)
         rows.append(layer_row("many-files tree", projects["many-files"], work))
         if "heavy" in projects:
             tree = work / "heavy-site-packages"

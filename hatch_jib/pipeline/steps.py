@@ -191,8 +191,9 @@ def _cached_manifest(
     path = store.verified_path(digest) if digest and record else None
     if digest is None or record is None or path is None:
         what = "the digest of tag" if digest is None else "the manifest"
+        separator = "@" if identifier.startswith("sha256:") else ":"
         raise BuildError(
-            f"Offline build: {what} {reference.context}:{identifier} is not in the cache "
+            f"Offline build: {what} {reference.context}{separator}{identifier} is not in the cache "
             f"at {store.root}",
             hint="build once with network access (or pin the base by digest after one), "
             "or turn off `offline`",
@@ -398,6 +399,9 @@ def _wheel_layers(
     wheel: Path, store: BlobStore, target: TargetProfile, root: Path, venv: str, mtime: int
 ) -> tuple[BuiltLayer, ...]:
     """The `resources` and `code` layers of the project's own wheel."""
+    # TODO(#4): a code-only change reinstalls every resource file of the wheel (slow for
+    # 10,000 files) only to find the resources layer reusable; installing just the changed
+    # files needs an installer that still writes the complete RECORD.
     key = _install_key("project", [[wheel.name, _file_digest(wheel)]], target, venv, mtime)
     reused = _reuse_layers(store, key)
     if reused is not None:
