@@ -28,8 +28,12 @@ def build_project(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     debug: bool = False,
+    previous: BuildResult | None = None,
 ) -> BuildResult:
-    """Build `root`'s image into `directory`; raises JibError subclasses on user errors."""
+    """Build `root`'s image into `directory`; raises JibError subclasses on user errors.
+
+    `previous` is an earlier output's result from this same build, whose images are reused.
+    """
     environ = os.environ if environ is None else environ
     project = load_project(root)
     config = load_config(
@@ -46,4 +50,4 @@ def build_project(
         outputs=outputs or default_outputs(config.to.image),
         directory=directory,
     )
-    return run_build(plan)
+    return run_build(plan, previous)
