@@ -26,17 +26,17 @@ def write_image_tar(
 ) -> Path:
     """Write `built` to `destination` atomically; `repo_tags` are `name:tag` strings.
 
-    For a multi-platform image, `manifest.json` lists every platform's image but only the
-    first carries the tags (Docker can tag one image per name); the OCI `index.json` points
-    at the whole index.
+    For a multi-platform image the OCI `index.json` points at the whole index, while
+    Docker's `manifest.json` names only the first platform's image: Docker tags one image
+    per name, and readers of docker-archive expect a single entry.
     """
+    image = built.images[0]
     docker_manifest = [
         {
             "Config": blob_name(image.config.digest),
-            "RepoTags": list(repo_tags) if position == 0 else [],
+            "RepoTags": list(repo_tags),
             "Layers": [blob_name(layer.descriptor.digest) for layer in image.layers],
         }
-        for position, image in enumerate(built.images)
     ]
 
     # Write to a temp file beside the destination and rename, so no half tar is left behind.

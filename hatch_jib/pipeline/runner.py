@@ -136,8 +136,10 @@ def _build_images(plan: BuildPlan, store: BlobStore) -> BuiltImage:
         cred_helper=config.from_.cred_helper,
     ) as base_client:
         bases = [
-            steps.pull_base_image(base_ref, base_client, store, platform)
-            for platform in config.from_.platforms
+            steps.pull_base_image(
+                base_ref, base_client, store, platform, warn_unpinned=position == 0
+            )
+            for position, platform in enumerate(config.from_.platforms)
         ]
         image_format = config.container.format or bases[0].manifest.format
         images = [_build_platform(plan, base, store, image_format, metadata) for base in bases]

@@ -112,10 +112,15 @@ def connect(
 
 
 def pull_base_image(
-    reference: Reference, client: RegistryClient, store: BlobStore, platform: Platform
+    reference: Reference,
+    client: RegistryClient,
+    store: BlobStore,
+    platform: Platform,
+    *,
+    warn_unpinned: bool = True,
 ) -> BaseImage:
     """Pull the base's manifest (through its index if it has one) and its config."""
-    if not reference.digest:
+    if warn_unpinned and not reference.digest:
         log.warning(
             "Base image %s is not pinned by digest: builds may change when the tag moves", reference
         )
