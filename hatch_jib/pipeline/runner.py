@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -244,11 +245,31 @@ def _write_outputs(
         load_image(built, daemon, repo_tags=repo_tags, blob_path=blobs.path, mtime=mtime)
 
     outputs = tuple(dict.fromkeys((*(previous.outputs if previous else ()), *plan.outputs)))
+    recorded_pushes, recorded_push = _recorded_pushes(plan.directory, name, built.digest)
+    pushed |= recorded_pushes
     result = _result(name, tags, built, pushed, outputs)
+    if recorded_push and not result.pushed:
+        result = BuildResult(**{**result.__dict__, "pushed": True})
     artifacts.insert(0, write_result_files(plan.directory, _summary(result)))
     final = next(output for output in _FINAL_VERBS if output in outputs)
     log.info("%s %s:%s@%s", _FINAL_VERBS[final], name, tags[0] if tags else "latest", built.digest)
     return BuildResult(**{**result.__dict__, "artifacts": tuple(artifacts)})
+
+
+def _recorded_pushes(directory: Path, name: str, digest: str) -> tuple[set[str], bool]:
+    """What the result files already say was pushed for this very image.
+
+    `hatch build -t jib:registry -t jib:tar` runs each target in its own process; the
+    second must not report the image as unpushed just because it only wrote a tar.
+    """
+    try:
+        earlier = json.loads((directory / "jib-image.json").read_text())
+        if earlier.get("image") != name or earlier.get("imageDigest") != digest:
+            return set(), False
+        layers = {str(item["digest"]) for item in earlier.get("layers", []) if item.get("pushed")}
+        return layers, bool(earlier.get("imagePushed"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set(), False
 
 
 def _push(plan: BuildPlan, built: BuiltImage, blobs: _BaseBlobs) -> set[str]:
