@@ -245,8 +245,11 @@ def _write_outputs(
         load_image(built, daemon, repo_tags=repo_tags, blob_path=blobs.path, mtime=mtime)
 
     outputs = tuple(dict.fromkeys((*(previous.outputs if previous else ()), *plan.outputs)))
-    recorded_pushes, recorded_push = _recorded_pushes(plan.directory, name, built.digest)
-    pushed |= recorded_pushes
+    recorded_push = False
+    if "registry" not in plan.outputs:
+        # This run's own push report is authoritative; without one, keep the last one's.
+        recorded_pushes, recorded_push = _recorded_pushes(plan.directory, name, built.digest)
+        pushed |= recorded_pushes
     result = _result(name, tags, built, pushed, outputs)
     if recorded_push and not result.pushed:
         result = BuildResult(**{**result.__dict__, "pushed": True})

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import socketserver
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -16,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from hatch_jib.cache import BlobStore
-from hatch_jib.cli import main
 from hatch_jib.errors import BuildError
 from hatch_jib.outputs.docker import find_daemon, load_image
 from hatch_jib.pipeline.steps import assemble_index
 from tests.integration.test_outputs_layout import REPO_TAGS, make_image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -149,21 +153,24 @@ def test_no_daemon_and_no_docker_command_is_a_clear_error(tmp_path, monkeypatch)
     assert "jib:tar" in (raised.value.hint or "")
 
 
-def test_docker_output_without_a_daemon_fails_before_building_and_writes_nothing(
-    tmp_path, monkeypatch, capsys
-):
+def test_docker_output_without_a_daemon_fails_before_building_and_writes_nothing(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     (project / "pyproject.toml").write_text(
         '[project]\nname = "app"\nversion = "1"\n[project.scripts]\napp = "app:main"\n'
     )
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/missing.sock")
-    monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setenv("JIB_CACHE_DIR", str(tmp_path / "cache"))
-
+    env = {
+        **os.environ,
+        "DOCKER_HOST": f"unix://{tmp_path}/missing.sock",
+        "PATH": str(Path(sys.executable).parent),  # python, but no docker command
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+    }
     # The base registry does not exist either: the daemon check must come first.
-    status = main(["build", str(project), "--docker", "--tar", "--from", "127.0.0.1:9/x:1"])
+    command = [sys.executable, "-m", "hatch_jib", "build", str(project), "--plain"]
+    command += ["--docker", "--tar", "--from", "127.0.0.1:9/x:1"]
 
-    assert status == 1
-    assert "No Docker daemon" in capsys.readouterr().err
+    built = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+
+    assert built.returncode == 1
+    assert "No Docker daemon" in built.stderr and "Traceback" not in built.stderr
     assert not (project / "dist").exists()
