@@ -65,8 +65,6 @@ def test_debug_shows_the_http_exchange_with_secrets_redacted(tmp_path):
     with running_registry(tmp_path / "auth", "htpasswd") as auth:
         env = {"DOCKER_CONFIG": str(tmp_path / "docker")}
         (tmp_path / "docker").mkdir()
-        import base64
-
         token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
         (tmp_path / "docker" / "config.json").write_text(
             json.dumps({"auths": {auth.host: {"auth": token}}})
