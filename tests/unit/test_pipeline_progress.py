@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 
+import pytest
 from rich.console import Console
 
 from hatch_jib import progress
@@ -12,6 +14,16 @@ from hatch_jib.console import PushProgress, live_progress, setup_console
 CODE = "sha256:" + "1" * 64
 BASE = "sha256:" + "2" * 64
 DEPS = "sha256:" + "3" * 64
+
+
+@pytest.fixture(autouse=True)
+def _restore_jib_logger():
+    """In-process builds set up the console; put the logger back for the tests after us."""
+    logger = logging.getLogger("hatch_jib")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
 
 
 def test_each_blob_gets_a_row_with_bytes_and_outcome():
