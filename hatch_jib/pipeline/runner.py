@@ -81,7 +81,9 @@ def run_build(plan: BuildPlan) -> BuildResult:
             platform_tags=python.platform_tags,
         )
         target = steps.detect_target_profile(base, store, overrides)
-        app = steps.build_application_layers(plan.project, config, target, store)
+        app = steps.build_application_layers(
+            plan.project, config, target, store, base_layers=len(base.manifest.layers)
+        )
         venv = f"{config.container.app_root.rstrip('/')}/.venv"
         environment = steps.image_environment(config, base, venv)
         image = steps.assemble_image(base, app, config, environment)

@@ -29,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ResolvedWheel", "download", "resolve"]
+__all__ = ["ResolvedWheel", "download", "resolve", "uv_binary"]
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,13 @@ def resolve(
     *,
     store: BlobStore,
     offline: bool = False,
+    no_deps: bool = False,
 ) -> list[ResolvedWheel]:
-    """Choose one wheel per distribution for `requirements` on `target`, reusing a cached answer."""
+    """Choose one wheel per distribution for `requirements` on `target`, reusing a cached answer.
+
+    With `no_deps` the requirements are a complete pinned set, such as a lock's: only markers
+    and wheel tags are evaluated for the target.
+    """
     if not requirements:
         return []
     if target.implementation != "cp":
@@ -94,7 +99,8 @@ def resolve(
     # The same requirements, target, uv and index settings give the same answer.
     platform = target.python_platform()
     index_args = _index_arguments(os.environ)
-    key = _record_key(requirements, target, platform, index_args)
+    options = [*index_args, "--no-deps"] if no_deps else index_args
+    key = _record_key(requirements, target, platform, options)
     record = store.read_record(_RECORD_KIND, key)
     if record is not None:
         log.info("Reusing the resolution of %d requirement(s) for %s", len(requirements), platform)
@@ -102,7 +108,7 @@ def resolve(
 
     # Ask uv for a pylock.toml that lists, for this target alone, each wheel to install.
     log.info("Resolving %d requirement(s) for %s", len(requirements), platform)
-    lock = _run_uv(requirements, target, platform, index_args, offline=offline)
+    lock = _run_uv(requirements, target, platform, options, offline=offline)
     wheels = _wheels_from_lock(lock, target)
 
     store.write_record(_RECORD_KIND, key, {"wheels": [asdict(wheel) for wheel in wheels]})
@@ -145,7 +151,8 @@ def _uv_version() -> str:
         return "unknown"
 
 
-def _uv_binary() -> str:
+def uv_binary() -> str:
+    """The uv executable that ships with hatch-jib."""
     from uv import find_uv_bin
 
     try:
@@ -166,7 +173,7 @@ def _run_uv(
     offline: bool,
 ) -> dict[str, Any]:
     command = [
-        _uv_binary(),
+        uv_binary(),
         "pip",
         "compile",
         "-",
