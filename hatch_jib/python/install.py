@@ -98,6 +98,8 @@ class _StagingDestination(SchemeDictionaryDestination):
     def write_to_fs(
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
     ) -> RecordEntry:
+        # As pip does: whatever mode the zip recorded, a script is meant to be run.
+        is_executable = is_executable or scheme == "scripts"
         entry = super().write_to_fs(scheme, path, stream, is_executable)
         image_path = posixpath.join(self.scheme_dict[scheme], path)
         self.written.add(posixpath.normpath(image_path).lstrip("/"))

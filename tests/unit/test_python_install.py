@@ -122,3 +122,29 @@ def test_venv_skeleton_links_the_base_interpreter(root: Path) -> None:
         "include-system-site-packages = false",
         "version = 3.12",
     ]
+
+
+def test_gui_scripts_data_scripts_and_extras_entry_points_get_venv_shebangs(
+    tmp_path: Path, root: Path
+) -> None:
+    wheel = build_wheel(
+        tmp_path,
+        "probe",
+        "1.0",
+        {
+            "probe/__init__.py": "def main():\n    pass\n",
+            # A script shipped as data: installer rewrites its `#!python` shebang.
+            "probe-1.0.data/scripts/probe-tool": "#!python\nprint('tool')\n",
+        },
+        console_scripts={"probe": "probe:main [fancy]"},
+        gui_scripts={"probe-gui": "probe:main"},
+    )
+
+    dist = install_wheel(wheel, filename=wheel.name, target=TARGET, root=root)
+
+    for name in ("probe", "probe-gui", "probe-tool"):
+        assert f"app/.venv/bin/{name}" in dist.files
+        script = (root / "app/.venv/bin" / name).read_text()
+        assert script.startswith("#!/app/.venv/bin/python\n"), name
+        assert os.access(root / "app/.venv/bin" / name, os.X_OK)
+    assert "from probe import main" in (root / "app/.venv/bin/probe").read_text()
