@@ -225,6 +225,13 @@ def _run_uv(
 _NO_WHEEL = re.compile(
     r"(?P<name>[A-Za-z0-9][\w.-]*?)(?P<spec>[=<>!~][^ ]*)? (?:has|have) no usable wheels"
 )
+_NO_MATCHING_TAG = re.compile(
+    r"(?P<name>[A-Za-z0-9][\w.-]*?)(?P<spec>[=<>!~][^ ]*)? has no wheels with a matching "
+    r"(?P<what>platform tag|Python ABI tag|Python implementation tag|Python version)"
+)
+_AVAILABLE = re.compile(
+    r"Wheels are available for `[^`]+` \([^)]*\) on the following platforms?: (.+)"
+)
 _WHEELS_REQUIRED = re.compile(r"Wheels are required for `(?P<name>[^`]+)`")
 _NOT_FOUND = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*) was not found in the package registry")
 _NO_VERSION = re.compile(
@@ -238,6 +245,17 @@ def _resolution_error(stderr: str, target: TargetProfile, platform: str) -> Buil
     where = f"{target.describe()} ({platform})"
     log.debug("uv failed:\n%s", stderr)
 
+    # uv wraps long lines; read its explanation as one line.
+    flat = " ".join(stderr.split())
+    if match := _NO_MATCHING_TAG.search(flat):
+        available = _AVAILABLE.search(flat)
+        found = f"; it has wheels for {available.group(1).rstrip('.')}" if available else ""
+        return BuildError(
+            f"no wheel of {match.group('name')}{match.group('spec') or ''} fits the target "
+            f"{where}: no matching {match.group('what')}{found}",
+            hint="choose a base image that fits its wheels (a newer glibc, another Python), "
+            "or pin a version with a wheel for this target",
+        )
     if match := _NO_WHEEL.search(stderr) or _WHEELS_REQUIRED.search(stderr):
         spec = match.groupdict().get("spec") or ""
         return BuildError(
