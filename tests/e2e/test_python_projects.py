@@ -79,3 +79,27 @@ def test_namespace_app_with_compiled_and_local_pth_dependencies_runs(
     assert stat.S_IMODE((etc / "secret.conf").stat().st_mode) == 0o600
     assert stat.S_IMODE((etc / "app.conf").stat().st_mode) == 0o644
     assert os.readlink(etc / "current.conf") == "app.conf"
+
+
+def test_uv_lock_is_honoured_with_the_chosen_group_and_a_path_source(
+    tmp_path, registry, base_image, jib_cache
+):
+    project = copy_project("locked-app", tmp_path)
+    target = f"{registry.host}/e2e/locked-app"
+
+    built = hatch_build(project, {"JIB_FROM_IMAGE": base_image, "JIB_TO_IMAGE": target})
+
+    assert built.returncode == 0, built.stderr
+    assert "Using lock file uv.lock" in built.stderr
+    result = json.loads((project / "dist" / "jib-image.json").read_text())
+    assert "local-dependencies" in [layer["name"] for layer in result["layers"]]
+    bundle = unpack_image(f"docker://{target}:1.0.0", tmp_path / "run")
+    run = run_image(bundle)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "idna 3.1",
+        "six 1.15.0",
+        "iniconfig absent",
+        "locked-helper 0.5.0",
+        "hello from a uv path source",
+    ]
