@@ -7,9 +7,10 @@ import marshal
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
-from tests.e2e.conftest import copy_project
+from tests.e2e.conftest import REPO_ROOT, copy_project
 from tests.support.runner import run_image, unpack_image
 
 SITE = "app/.venv/lib/python3.11/site-packages"
@@ -103,3 +104,24 @@ def test_uv_lock_is_honoured_with_the_chosen_group_and_a_path_source(
         "locked-helper 0.5.0",
         "hello from a uv path source",
     ]
+
+
+def test_app_with_a_path_dependency_is_the_same_image_from_another_checkout_and_cache(
+    tmp_path, base_image
+):
+    digests = []
+    for name in ("first", "second"):
+        project = copy_project("acme-app", tmp_path / name)
+        command = [sys.executable, "-m", "hatch_jib", "build", str(project), "--tar", "--plain"]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "JIB_FROM_IMAGE": base_image,
+            "JIB_CACHE_DIR": str(tmp_path / name / "cache"),
+        }
+
+        built = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+        assert built.returncode == 0, built.stderr
+        digests.append((project / "dist" / "jib-image.digest").read_text())
+    assert digests[0] == digests[1]
