@@ -271,7 +271,12 @@ def _install_dependencies(
     built = build_local_wheels(wanted.local, cache_root=store.root, offline=config.offline)
     requirements = [*wanted.index, *(spec for spec, _ in built)]
     resolved = resolve(
-        requirements, target, store=store, offline=config.offline, no_deps=wanted.locked
+        requirements,
+        target,
+        store=store,
+        offline=config.offline,
+        no_deps=wanted.locked,
+        project_root=project.root,
     )
     if wanted.locked:
         check_locked_hashes(resolved, wanted)

@@ -82,11 +82,13 @@ def resolve(
     store: BlobStore,
     offline: bool = False,
     no_deps: bool = False,
+    project_root: Path | None = None,
 ) -> list[ResolvedWheel]:
     """Choose one wheel per distribution for `requirements` on `target`, reusing a cached answer.
 
     With `no_deps` the requirements are a complete pinned set, such as a lock's: only markers
-    and wheel tags are evaluated for the target.
+    and wheel tags are evaluated for the target. uv runs in `project_root`, so the project's
+    `[tool.uv]` or `uv.toml` index settings apply as they do to `uv pip` there.
     """
     if not requirements:
         return []
@@ -100,7 +102,8 @@ def resolve(
     platform = target.python_platform()
     index_args = _index_arguments(os.environ)
     options = [*index_args, "--no-deps"] if no_deps else index_args
-    key = _record_key(requirements, target, platform, options)
+    cwd = project_root or Path.cwd()
+    key = _record_key(requirements, target, platform, [*options, *_uv_settings(cwd)])
     record = store.read_record(_RECORD_KIND, key)
     if record is not None:
         log.info("Reusing the resolution of %d requirement(s) for %s", len(requirements), platform)
@@ -108,8 +111,8 @@ def resolve(
 
     # Ask uv for a pylock.toml that lists, for this target alone, each wheel to install.
     log.info("Resolving %d requirement(s) for %s", len(requirements), platform)
-    lock = _run_uv(requirements, target, platform, options, offline=offline)
-    wheels = _wheels_from_lock(lock, target)
+    lock = _run_uv(requirements, target, platform, options, offline=offline, cwd=cwd)
+    wheels = _wheels_from_lock(lock, target, cwd)
 
     store.write_record(_RECORD_KIND, key, {"wheels": [asdict(wheel) for wheel in wheels]})
     return wheels
@@ -125,6 +128,20 @@ def _index_arguments(environ: Mapping[str, str]) -> list[str]:
         for value in environ[variable].split():
             args += [option, value]
     return args
+
+
+def _uv_settings(directory: Path) -> list[str]:
+    """The uv configuration `uv pip` reads in `directory`, as text for the record key."""
+    settings = []
+    for name in ("uv.toml", "pyproject.toml"):
+        try:
+            data = tomllib.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        table = data if name == "uv.toml" else data.get("tool", {}).get("uv", {})
+        if table:
+            settings.append(f"{name}:{json.dumps(table, sort_keys=True, default=str)}")
+    return settings
 
 
 def _record_key(
@@ -171,6 +188,7 @@ def _run_uv(
     index_args: list[str],
     *,
     offline: bool,
+    cwd: Path,
 ) -> dict[str, Any]:
     command = [
         uv_binary(),
@@ -204,6 +222,7 @@ def _run_uv(
             capture_output=True,
             text=True,
             check=False,
+            cwd=cwd,
         )
     except OSError as error:
         raise BuildError(
@@ -286,20 +305,22 @@ def _useful_lines(stderr: str, limit: int = 8) -> str:
     return "\n".join("  " + line for line in lines[start : start + limit])
 
 
-def _wheels_from_lock(lock: Mapping[str, Any], target: TargetProfile) -> list[ResolvedWheel]:
-    wheels = [_wheel_of(package) for package in lock.get("packages", [])]
+def _wheels_from_lock(
+    lock: Mapping[str, Any], target: TargetProfile, cwd: Path
+) -> list[ResolvedWheel]:
+    wheels = [_wheel_of(package, cwd) for package in lock.get("packages", [])]
     log.debug("%d wheel(s) selected for %s", len(wheels), target.describe())
     return wheels
 
 
-def _wheel_of(package: Mapping[str, Any]) -> ResolvedWheel:
+def _wheel_of(package: Mapping[str, Any], cwd: Path) -> ResolvedWheel:
     """The wheel a pylock.toml package entry names: from an index, or a direct wheel URL."""
     name, version = str(package["name"]), str(package.get("version", ""))
 
     # uv lists only wheels for the target's platform; the first is its preferred one.
     choices = package.get("wheels") or []
     wheel: Mapping[str, Any] = choices[0] if choices else package.get("archive") or {}
-    location = _location(wheel)
+    location = _location(wheel, cwd)
     if not location.endswith(".whl"):
         raise BuildError(
             f"{name} {version}".rstrip() + " is not available as a wheel",
@@ -315,12 +336,12 @@ def _wheel_of(package: Mapping[str, Any]) -> ResolvedWheel:
     )
 
 
-def _location(source: Mapping[str, Any]) -> str:
+def _location(source: Mapping[str, Any], cwd: Path) -> str:
     if source.get("url"):
         return str(source["url"])
-    # A `path` is relative to the lock file; uv wrote ours to stdout from our working directory.
+    # A `path` is relative to the lock file; uv wrote ours to stdout from its working directory.
     path = Path(str(source.get("path", "")))
-    return (path if path.is_absolute() else Path.cwd() / path).as_uri() if path.parts else ""
+    return (path if path.is_absolute() else cwd / path).as_uri() if path.parts else ""
 
 
 def _filename_from(location: str) -> str:
