@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from hatch_jib.cache import BlobStore
 from hatch_jib.config import Auth, JibConfig
@@ -284,13 +286,22 @@ def _install_dependencies(
     log.info("Resolved %d dependencies for %s", len(resolved), target.python_platform())
 
     # Installed in resolution order, which is by name: the same tree on every machine.
-    local_names = {path.name for _, path in built}
+    local_urls = {path.as_uri() for _, path in built}
     index: list[InstalledDist] = []
     local: list[InstalledDist] = []
     for item, path in zip(resolved, paths, strict=True):
         dist = install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
-        (local if item.filename in local_names else index).append(dist)
+        is_local = item.url in local_urls or _in_project(item.url, project.root)
+        (local if is_local else index).append(dist)
     return index, local
+
+
+def _in_project(url: str, root: Path) -> bool:
+    """A wheel file inside the project (`pkg @ {root:uri}/wheels/...`) is a local dependency."""
+    if not url.startswith("file:"):
+        return False
+    path = Path(url2pathname(urlsplit(url).path))
+    return path.is_relative_to(root.resolve())
 
 
 def choose_entrypoint(
