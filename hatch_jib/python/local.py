@@ -112,6 +112,9 @@ def _git(args: list[str], location: str) -> None:
 
 
 def _uv_build(source: Path, out: Path, *, spec: str, offline: bool) -> Path:
+    # TODO(#5): a local dependency with extension modules is built by and for the host's
+    # Python; for another target uv then rejects its wheel. Cross-building needs the target's
+    # headers and a cross compiler, so only pure-Python local dependencies fit any target.
     command = [uv_binary(), "build", "--wheel", "--out-dir", os.fspath(out), "--no-progress"]
     command += ["--color", "never", "--no-python-downloads", os.fspath(source)]
     if offline:

@@ -99,6 +99,7 @@ def read_lock(
 
 def _export_uv_lock(path: Path, *, root: Path, extras: Sequence[str], groups: Sequence[str]) -> str:
     # --frozen: export exactly what is locked; a stale lock is the user's to refresh.
+    # TODO(#5): say when uv.lock no longer matches pyproject.toml (`--locked` needs a resolve).
     command = [
         uv_binary(),
         "export",
