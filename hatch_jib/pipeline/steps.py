@@ -267,6 +267,7 @@ def _install_dependencies(
         lock=python.lock,
         extras=python.extras,
         groups=python.groups,
+        target=target,
     )
 
     # Local dependencies become wheels first; uv then resolves what they depend on.

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.python.resolve import ResolvedWheel, uv_binary
+from hatch_jib.python.target import TargetProfile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,21 +81,24 @@ def find_lock(root: Path, configured: str | None) -> Path | None:
 
 
 def read_lock(
-    path: Path, *, root: Path, extras: Sequence[str] = (), groups: Sequence[str] = ()
+    path: Path,
+    *,
+    root: Path,
+    extras: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    target: TargetProfile | None = None,
 ) -> Requirements:
-    """The pinned requirements `path` holds for the chosen extras and groups."""
+    """The pinned requirements `path` holds for the chosen extras and groups.
+
+    `target` evaluates pylock.toml markers that select by extra or group; other markers are
+    left to the resolver.
+    """
     log.info("Using lock file %s", path.name)
     if path.name == "uv.lock":
         text = _export_uv_lock(path, root=root, extras=extras, groups=groups)
         return _from_requirements_text(text, path.name, root=root)
     if path.suffix == ".toml":
-        if extras or groups:
-            # TODO(#5): evaluate pylock.toml `extras`/`dependency_groups` markers.
-            log.warning(
-                "%s is used as is: `python.extras` and `python.groups` do not select from it",
-                path.name,
-            )
-        return _from_pylock(path, root=root)
+        return _from_pylock(path, target=target, extras=extras, groups=groups)
     return _from_requirements_text(path.read_text(encoding="utf-8"), path.name, root=root)
 
 
@@ -177,18 +182,30 @@ def _pinned_name(spec: str, source: str, allowed: frozenset[str]) -> str:
     return canonicalize_name(requirement.name)
 
 
-def _from_pylock(path: Path, *, root: Path) -> Requirements:
+def _from_pylock(
+    path: Path,
+    *,
+    target: TargetProfile | None,
+    extras: Sequence[str],
+    groups: Sequence[str],
+) -> Requirements:
     """PEP 751: each package is pinned with its marker; wheels and sdist give the hashes."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise BuildError(f"cannot read {path}: {error}", hint="regenerate the lock") from error
+    chosen = _LockSelection(
+        extras=frozenset(extras), groups=frozenset(groups or data.get("default-groups", []))
+    )
+
     index: list[str] = []
     local: list[str] = []
     hashes: dict[str, frozenset[str]] = {}
     for package in data.get("packages", []):
         name, marker = str(package["name"]), package.get("marker")
-        suffix = f" ; {marker}" if marker else ""
+        if marker and not chosen.includes(str(marker), target, path.name):
+            continue
+        suffix = f" ; {marker}" if marker and not chosen.selects_by(str(marker)) else ""
         source = _pylock_local_source(package, path.parent)
         if source is not None:
             local.append(f"{name} @ {source}{suffix}")
@@ -202,6 +219,40 @@ def _from_pylock(path: Path, *, root: Path) -> Requirements:
         hashes[canonicalize_name(name)] = allowed
         index.append(f"{name}=={package['version']}{suffix}")
     return Requirements(tuple(index), tuple(local), True, hashes, path.name)
+
+
+@dataclass(frozen=True)
+class _LockSelection:
+    """The extras and dependency groups a pylock.toml is read for."""
+
+    extras: frozenset[str]
+    groups: frozenset[str]
+
+    @staticmethod
+    def selects_by(marker: str) -> bool:
+        return bool(re.search(r"\b(extras|dependency_groups)\b", marker))
+
+    def includes(self, marker: str, target: TargetProfile | None, source: str) -> bool:
+        """False when the marker excludes the package by extra or group; else uv decides."""
+        if not self.selects_by(marker):
+            return True
+        if target is None:
+            raise BuildError(
+                f"{source}: the marker {marker!r} needs the target to evaluate",
+                hint="this is a bug in hatch-jib; please report it",
+            )
+        environment: dict[str, str | frozenset[str]] = {
+            **target.marker_environment(),
+            "extras": self.extras,
+            "dependency_groups": self.groups,
+        }
+        try:
+            return Marker(marker).evaluate(environment, context="lock_file")
+        except InvalidMarker as error:
+            raise BuildError(
+                f"{source}: cannot read the marker {marker!r}: {error}",
+                hint="regenerate the lock",
+            ) from error
 
 
 def _pylock_local_source(package: Mapping[str, Any], base: Path) -> str | None:
@@ -297,6 +348,7 @@ def collect_requirements(
     lock: str | None = None,
     extras: Sequence[str] = (),
     groups: Sequence[str] = (),
+    target: TargetProfile | None = None,
 ) -> Requirements:
     """The lock's pinned set if there is a lock; else `dependencies` plus the chosen groups.
 
@@ -304,7 +356,7 @@ def collect_requirements(
     """
     path = find_lock(root, lock)
     if path is not None:
-        return read_lock(path, root=root, extras=extras, groups=groups)
+        return read_lock(path, root=root, extras=extras, groups=groups, target=target)
     requirements = [*dependencies, *dependency_groups(_pyproject_groups(root), groups)]
     return Requirements(
         index=tuple(spec for spec in requirements if not is_local(spec)),

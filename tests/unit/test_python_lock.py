@@ -205,3 +205,42 @@ def test_groups_are_added_to_project_dependencies_without_a_lock(tmp_path: Path)
 )
 def test_path_vcs_and_sdist_requirements_are_local(spec: str, local: bool) -> None:
     assert is_local(spec) is local
+
+
+def test_pylock_markers_on_extras_and_groups_select_for_the_target(tmp_path: Path) -> None:
+    root = write_project(tmp_path)
+    (root / "pylock.toml").write_text(
+        textwrap.dedent(
+            """\
+            lock-version = "1.0"
+            created-by = "hand"
+            default-groups = ["base"]
+            [[packages]]
+            name = "six"
+            version = "1.16.0"
+            marker = "'web' in dependency_groups and platform_machine == 'x86_64'"
+            [[packages]]
+            name = "idna"
+            version = "3.10"
+            marker = "'cli' in extras"
+            [[packages]]
+            name = "attrs"
+            version = "24.2.0"
+            marker = "'base' in dependency_groups"
+            [[packages]]
+            name = "colorama"
+            version = "0.4.6"
+            marker = "sys_platform == 'win32'"
+            """
+        )
+    )
+
+    web = collect_requirements(root, [], groups=["web"], target=DEBIAN_311)
+    default = collect_requirements(root, [], extras=["cli"], target=DEBIAN_311)
+
+    assert web.index == ("six==1.16.0", "colorama==0.4.6 ; sys_platform == 'win32'")
+    assert default.index == (
+        "idna==3.10",
+        "attrs==24.2.0",
+        "colorama==0.4.6 ; sys_platform == 'win32'",
+    )
