@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from hatch_jib.config import ExtraDirectory
 from hatch_jib.image.layer import LayerEntry, LayerSpec
 from hatch_jib.python.install import InstalledDist
@@ -55,8 +57,8 @@ def split_layers(
     # Third-party wheels change least often, so they sit lowest, with the venv skeleton.
     dependency_entries = [*venv_entries, *_entries(root, _paths(small))]
     own = [
-        LayerSpec(f"dependency-{name}", _sorted(_entries(root, big[name].files)))
-        for name in sorted(big)
+        LayerSpec(f"dependency-{canonicalize_name(name)}", _sorted(_entries(root, big[name].files)))
+        for name in sorted(big, key=canonicalize_name)
     ]
 
     # The project's own files: code (and what describes it) on top, resources below.

@@ -101,7 +101,7 @@ def staged_dist(root: Path, name: str, size: int) -> InstalledDist:
 def test_dependencies_over_the_threshold_get_their_own_layers_by_name(tmp_path: Path) -> None:
     project = staged_dist(tmp_path, "app", 10)
     small, numpy, scipy = (
-        staged_dist(tmp_path, n, s) for n, s in [("six", 99), ("numpy", 100), ("scipy", 500)]
+        staged_dist(tmp_path, n, s) for n, s in [("six", 99), ("NumPy", 100), ("scipy", 500)]
     )
     local = staged_dist(tmp_path, "helper", 10)
 
@@ -122,7 +122,7 @@ def test_dependencies_over_the_threshold_get_their_own_layers_by_name(tmp_path: 
         "code",
     ]
     assert paths(specs[0]) == [f"{SITE}/six/__init__.py"]
-    assert paths(specs[1]) == [f"{SITE}/numpy/__init__.py"]
+    assert paths(specs[1]) == [f"{SITE}/NumPy/__init__.py"]
     assert paths(specs[3]) == [f"{SITE}/helper/__init__.py"]
 
 
