@@ -390,7 +390,8 @@ def _fetch(wheel: ResolvedWheel, store: BlobStore, client: httpx.Client, offline
             f"(expected {error.expected}, got {error.actual})",
             hint="the download was corrupted or the index changed the file; build again",
         ) from error
-    log.info("Downloaded %s", wheel.filename)
+    # A local wheel (a path dependency, find-links) is copied, not downloaded.
+    log.info("%s %s", "Stored" if wheel.url.startswith("file:") else "Downloaded", wheel.filename)
     return store.path(digest)
 
 
