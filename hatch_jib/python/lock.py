@@ -19,7 +19,7 @@ from typing import Any
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.python.resolve import ResolvedWheel, uv_binary
@@ -153,10 +153,21 @@ def _from_requirements_text(text: str, source: str, *, root: Path) -> Requiremen
         if is_local(spec):
             local.append(_absolute_local(spec, root))
             continue
+        if spec.startswith((".", "/")):
+            # A wheel file in the project (`./wheels/x.whl`): its bytes are the project's own.
+            index.append(_wheel_file_requirement(spec, root))
+            continue
         name = _pinned_name(spec, source, allowed)
         hashes[name] = allowed
         index.append(spec)
     return Requirements(tuple(index), tuple(local), True, hashes, source)
+
+
+def _wheel_file_requirement(spec: str, root: Path) -> str:
+    location, _, marker = spec.partition(";")
+    path = (root / location.strip()).resolve()
+    name = parse_wheel_filename(path.name)[0]
+    return f"{name} @ {path.as_uri()}" + (f" ; {marker.strip()}" if marker.strip() else "")
 
 
 def _logical_lines(text: str) -> list[str]:

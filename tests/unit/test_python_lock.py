@@ -63,6 +63,7 @@ def test_hashed_requirements_file_gives_pins_hashes_and_local_paths(tmp_path: Pa
         f"idna==3.10 \\\n    --hash=sha256:{IDNA_HASH} \\\n    --hash=sha256:{IDNA_SDIST_HASH}\n"
         "colorama==0.4.6 ; sys_platform == 'win32' --hash=sha256:" + "a" * 64 + "\n"
         "-e ./libs/helper\n"
+        "./wheels/vendored-1.0-py3-none-any.whl ; python_version >= '3.10'\n"
     )
 
     wanted = collect_requirements(root, [], lock="requirements.lock")
@@ -72,6 +73,8 @@ def test_hashed_requirements_file_gives_pins_hashes_and_local_paths(tmp_path: Pa
         "--index-url https://pypi.org/simple",
         "idna==3.10",
         "colorama==0.4.6 ; sys_platform == 'win32'",
+        f"vendored @ {(root / 'wheels/vendored-1.0-py3-none-any.whl').resolve().as_uri()}"
+        " ; python_version >= '3.10'",
     )
     assert wanted.hashes["idna"] == {IDNA_HASH, IDNA_SDIST_HASH}
     assert wanted.local == ((root / "libs/helper").resolve().as_uri(),)
