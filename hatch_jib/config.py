@@ -37,6 +37,7 @@ __all__ = [
 
 # Leaf types of the schema.
 STR, BOOL, STR_LIST, STR_MAP = "string", "boolean", "array of strings", "table of strings"
+SIZE = "size"  # bytes, or a string like "10MB" or "off"
 ARRAY_OF_TABLES = "array of tables"
 _AUTH = {"username": STR, "password": STR}
 _EXTRA_DIRECTORY = {
@@ -74,6 +75,7 @@ SCHEMA: dict[str, Any] = {
         "extras": STR_LIST,
         "groups": STR_LIST,
         "bytecode": STR,
+        "layer-threshold": SIZE,
     },
     "extra-directories": [_EXTRA_DIRECTORY],
     "allow-insecure-registries": STR_LIST,
@@ -139,6 +141,8 @@ class PythonConfig:
     extras: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     bytecode: str = "auto"
+    # Installed size from which a dependency gets its own layer; None: never.
+    layer_threshold: int | None = 10 << 20
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,7 @@ def _check_leaf(value: Any, kind: str, path: str) -> None:
         STR_LIST: isinstance(value, list) and all(isinstance(item, str) for item in value),
         STR_MAP: isinstance(value, dict)
         and all(isinstance(item, (str, int, float, bool)) for item in value.values()),
+        SIZE: isinstance(value, (str, int)) and not isinstance(value, bool),
     }[kind]
     if not ok:
         raise ConfigError(f"Field `{path}` must be a {kind}, not {type(value).__name__}")
@@ -501,7 +506,31 @@ def _python(raw: dict[str, Any]) -> PythonConfig:
             raw.get("bytecode", "auto"), ("auto", "always", "never"), f"{key}.bytecode"
         )
         or "auto",
+        layer_threshold=_size(raw.get("layer-threshold", 10 << 20), f"{key}.layer-threshold"),
     )
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(|B|[KMG]i?B?)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(value: int | str, path: str) -> int | None:
+    """Bytes from an integer or a string like "10MB" (units of 1024); "off" means never."""
+    if isinstance(value, int):
+        size: int | None = value
+    elif value.strip().lower() in ("off", "none", "never"):
+        return None
+    elif match := _SIZE.fullmatch(value):
+        unit = _UNITS[match[2][:1].upper() if match[2][:1].upper() in "KMG" else ""]
+        size = int(float(match[1]) * unit)
+    else:
+        size = None
+    if size is None or size < 0:
+        raise ConfigError(
+            f"`{path}` = {value!r} is not a size",
+            hint='give bytes (10485760), a size like "10MB" or "512KB", or "off"',
+        )
+    return size
 
 
 def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDirectory, ...]:
@@ -516,6 +545,12 @@ def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDi
         source = root / item["from"]
         if not source.is_dir():
             raise ConfigError(f"`{path}.from`: directory {source} does not exist")
+        for key, mode in item.get("permissions", {}).items():
+            if not isinstance(mode, str) or not re.fullmatch(r"[0-7]{3,4}", mode):
+                raise ConfigError(
+                    f"`{path}.permissions` gives {key!r} the mode {mode!r}",
+                    hint='write modes as octal strings, like "755" or "0640"',
+                )
         result.append(
             ExtraDirectory(
                 source=source,

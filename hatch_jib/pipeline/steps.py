@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from hatch_jib.cache import BlobStore
 from hatch_jib.config import Auth, JibConfig
@@ -23,8 +25,11 @@ from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest, seri
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
 from hatch_jib.project import Project, build_wheel, main_module
-from hatch_jib.python.install import create_venv, install_wheel
-from hatch_jib.python.layout import split_layers
+from hatch_jib.python.bytecode import compile_dists, should_compile
+from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
+from hatch_jib.python.layout import MAX_LAYERS, extra_directory_layers, split_layers
+from hatch_jib.python.local import build_local_wheels
+from hatch_jib.python.lock import check_locked_hashes, collect_requirements
 from hatch_jib.python.resolve import download, resolve
 from hatch_jib.python.target import PythonOverrides, TargetProfile, detect_target
 from hatch_jib.registry.client import RegistryClient
@@ -204,32 +209,44 @@ def detect_target_profile(
 
 
 def build_application_layers(
-    project: Project, config: JibConfig, target: TargetProfile, store: BlobStore
+    project: Project,
+    config: JibConfig,
+    target: TargetProfile,
+    store: BlobStore,
+    *,
+    base_layers: int = 0,
 ) -> AppLayers:
     """Build the wheel, resolve and install for the target, and write our layers."""
     venv = f"{config.container.app_root.rstrip('/')}/.venv"
+    python = config.python
     with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
         scratch_path = Path(scratch)
         wheel = build_wheel(project, scratch_path / "wheel")
 
-        # Resolve and fetch the dependencies for the target, not for this host.
-        requirements = project.requirements(config.python.extras)
-        resolved = resolve(requirements, target, store=store, offline=config.offline)
-        paths = download(resolved, store, offline=config.offline)
-        log.info("Resolved %d dependencies for %s", len(resolved), target.python_platform())
-
-        # Install into a staging tree that mirrors the image, then split it into layers.
+        # Install into a staging tree that mirrors the image.
         root = scratch_path / "root"
         root.mkdir()
         venv_entries = create_venv(root, target, venv=venv)
-        installed = [
-            install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
-            for item, path in zip(resolved, paths, strict=True)
-        ]
+        index, local = _install_dependencies(project, config, target, store, root, venv)
         own = install_wheel(wheel, filename=wheel.name, target=target, root=root, venv=venv)
-        specs = split_layers(root, dependencies=installed, project=own, venv_entries=venv_entries)
+
+        # Bytecode next to each source, in the same layer, when the target can load it.
+        if should_compile(python.bytecode, target):
+            index, local, [own] = (compile_dists(root, dists) for dists in (index, local, [own]))
+
+        # Split into layers; extra directories go on top, one layer each.
+        extras = extra_directory_layers(config.extra_directories)
+        specs = split_layers(
+            root,
+            dependencies=index,
+            local_dependencies=local,
+            project=own,
+            venv_entries=venv_entries,
+            own_layer_size=python.layer_threshold,
+            spare_layers=MAX_LAYERS - base_layers - len(extras),
+        )
         mtime = config.container.files_modification_time
-        layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
+        layers = tuple(build_layer(spec, store, mtime=mtime) for spec in [*specs, *extras])
         entrypoint = choose_entrypoint(project, config, venv, main_module(wheel))
 
     for layer in layers:
@@ -238,6 +255,63 @@ def build_application_layers(
             "Layer %-12s %s %s (%s)", layer.name, state, _short(layer.digest), _size(layer.size)
         )
     return AppLayers(layers, entrypoint, target)
+
+
+def _install_dependencies(
+    project: Project,
+    config: JibConfig,
+    target: TargetProfile,
+    store: BlobStore,
+    root: Path,
+    venv: str,
+) -> tuple[list[InstalledDist], list[InstalledDist]]:
+    """Resolve, fetch and install the dependencies for the target, not for this host.
+
+    Returns the index dependencies and the local (path, VCS) ones, installed under `root`.
+    """
+    python = config.python
+    wanted = collect_requirements(
+        project.root,
+        project.requirements(python.extras),
+        lock=python.lock,
+        extras=python.extras,
+        groups=python.groups,
+        target=target,
+    )
+
+    # Local dependencies become wheels first; uv then resolves what they depend on.
+    built = build_local_wheels(wanted.local, cache_root=store.root, offline=config.offline)
+    requirements = [*wanted.index, *(spec for spec, _ in built)]
+    resolved = resolve(
+        requirements,
+        target,
+        store=store,
+        offline=config.offline,
+        no_deps=wanted.locked,
+        project_root=project.root,
+    )
+    if wanted.locked:
+        check_locked_hashes(resolved, wanted)
+    paths = download(resolved, store, offline=config.offline)
+    log.info("Resolved %d dependencies for %s", len(resolved), target.python_platform())
+
+    # Installed in resolution order, which is by name: the same tree on every machine.
+    local_urls = {path.as_uri() for _, path in built}
+    index: list[InstalledDist] = []
+    local: list[InstalledDist] = []
+    for item, path in zip(resolved, paths, strict=True):
+        dist = install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
+        is_local = item.url in local_urls or _in_project(item.url, project.root)
+        (local if is_local else index).append(dist)
+    return index, local
+
+
+def _in_project(url: str, root: Path) -> bool:
+    """A wheel file inside the project (`pkg @ {root:uri}/wheels/...`) is a local dependency."""
+    if not url.startswith("file:"):
+        return False
+    path = Path(url2pathname(urlsplit(url).path))
+    return path.is_relative_to(root.resolve())
 
 
 def choose_entrypoint(
