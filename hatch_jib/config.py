@@ -73,6 +73,7 @@ SCHEMA: dict[str, Any] = {
     "extra-directories": [_EXTRA_DIRECTORY],
     "allow-insecure-registries": STR_LIST,
     "send-credentials-over-http": BOOL,
+    "registry-ca-file": STR,
     "cache-dir": STR,
     "offline": BOOL,
     "console": STR,
@@ -154,6 +155,7 @@ class JibConfig:
     extra_directories: tuple[ExtraDirectory, ...] = ()
     allow_insecure_registries: frozenset[str] = frozenset()
     send_credentials_over_http: bool = False
+    registry_ca_file: Path | None = None  # trusted in addition to the system store
     cache_dir: Path | None = None
     offline: bool = False
     console: str | None = None
@@ -319,6 +321,7 @@ def _build(
         cred_helper=to_raw.get("cred-helper"),
     )
     cache_dir = raw.get("cache-dir")
+    ca_file = raw.get("registry-ca-file")
     return JibConfig(
         from_=from_,
         to=to,
@@ -327,6 +330,7 @@ def _build(
         extra_directories=_extra_directories(raw.get("extra-directories", []), project_root),
         allow_insecure_registries=frozenset(raw.get("allow-insecure-registries", [])),
         send_credentials_over_http=bool(raw.get("send-credentials-over-http", False)),
+        registry_ca_file=(project_root / ca_file) if ca_file else None,
         cache_dir=(project_root / cache_dir) if cache_dir else None,
         offline=bool(raw.get("offline", False)),
         console=_choice(raw.get("console"), ("plain", "rich"), "tool.jib.console"),

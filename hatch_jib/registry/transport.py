@@ -61,6 +61,8 @@ class TransportOptions:
     ca_file: str | None = None  # else SSL_CERT_FILE / the system store
     timeout: float = 60.0
     max_retries: int = 4
+    # Bytes per PATCH; None uploads with one PUT unless the blob is very large.
+    upload_chunk_size: int | None = None
 
 
 def is_loopback(host: str) -> bool:
