@@ -287,7 +287,9 @@ class RegistryClient:
         """An absolute URL; a relative Location resolves against the request it came from."""
         if "://" in path_or_url:
             return path_or_url
-        return urljoin(self.transport.base_url + relative_to, path_or_url)
+        if "://" not in relative_to:
+            relative_to = self.transport.base_url + relative_to
+        return urljoin(relative_to, path_or_url)
 
     def _download(self, digest: str, store: BlobStore) -> Path:
         what = f"blob {digest}"
