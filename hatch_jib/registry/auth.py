@@ -206,6 +206,10 @@ class Authenticator:
         self._challenge: Challenge | None = None
         self._token: str | None = None
         self._token_expires = 0.0
+        self._token_scopes: list[str] = []
+        # Set once a token server drops scopes we asked for: then ask only for what the
+        # registry's last challenge named, one request's needs at a time.
+        self._narrow_scopes: list[str] | None = None
         self.token_fetches = 0
 
     @property
@@ -251,16 +255,31 @@ class Authenticator:
                 self._challenge = challenge
                 return not (asked_before and sent) and self.credential is not None
             if challenge.scheme == "bearer":
+                current = sent is not None and sent == f"Bearer {self._token}"
                 if challenge.scope:
-                    self.scopes = list(dict.fromkeys([*self.scopes, *challenge.scope.split(" ")]))
+                    self._learn_scopes(challenge.scope.split(" "), current=current)
                 self._challenge = challenge
                 # Another thread may already have replaced the token we sent.
-                if sent is None or sent == f"Bearer {self._token}":
+                if sent is None or current:
                     self._token = None
                 return True
             return False
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _learn_scopes(self, needed: list[str], *, current: bool) -> None:
+        """Widen the scopes to what a refusal named (`insufficient_scope`)."""
+        if self._narrow_scopes is None and current and set(needed) <= set(self._token_scopes):
+            # We asked for these and the token still lacks them: the token server keeps
+            # only some scopes per token (one, typically), so ask for one need at a time.
+            log.debug(
+                "%s: the token server ignored some scopes; asking for fewer",
+                self.transport.registry,
+            )
+            self._narrow_scopes = needed
+        elif self._narrow_scopes is not None:
+            self._narrow_scopes = needed
+        self.scopes = list(dict.fromkeys([*self.scopes, *needed]))
 
     def _ensure_pinged(self) -> None:
         if self._pinged:
@@ -311,13 +330,17 @@ class Authenticator:
             expires_in = _DEFAULT_EXPIRES_IN
         self._token = token
         self._token_expires = time.monotonic() + max(expires_in - _EXPIRY_MARGIN, 1.0)
-        log.debug("%s: got a token for %s", self.transport.registry, " ".join(self.scopes))
+        self._token_scopes = self._requested_scopes()
+        log.debug("%s: got a token for %s", self.transport.registry, " ".join(self._token_scopes))
+
+    def _requested_scopes(self) -> list[str]:
+        return list(self._narrow_scopes or self.scopes)
 
     def _token_request(self, realm: str, challenge: Challenge) -> httpx.Response:
         query: list[tuple[str, str]] = []
         if challenge.service:
             query.append(("service", challenge.service))
-        query.extend(("scope", scope) for scope in self.scopes)
+        query.extend(("scope", scope) for scope in self._requested_scopes())
         url = _with_query(realm, urlencode(query))
         headers = {"Accept": "application/json"}
         basic = self._basic_header(realm)
@@ -332,7 +355,7 @@ class Authenticator:
             "grant_type": "refresh_token",
             "refresh_token": self.credential.password,
             "client_id": _CLIENT_ID,
-            "scope": " ".join(self.scopes),
+            "scope": " ".join(self._requested_scopes()),
         }
         if challenge.service:
             form["service"] = challenge.service

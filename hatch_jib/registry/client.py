@@ -8,6 +8,7 @@ operation and the registry's error code, with a hint.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -37,8 +38,12 @@ MANIFEST_ACCEPT = ", ".join(
         MediaType.OCI_MANIFEST,
         MediaType.DOCKER_LIST,
         MediaType.DOCKER_MANIFEST,
+        # Read-only: asked for so an old image fails with a clear message, not a 404.
+        MediaType.DOCKER_SCHEMA1_SIGNED,
+        MediaType.DOCKER_SCHEMA1,
     ]
 )
+_SCHEMA1 = (MediaType.DOCKER_SCHEMA1, MediaType.DOCKER_SCHEMA1_SIGNED)
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 20
 # Blobs above this go up in PATCH chunks: proxies in front of registries cap request bodies.
@@ -101,14 +106,16 @@ class RegistryClient:
         with closing(response):
             self._expect(response, (200,), f"GET {what}")
             data = _read_limited(response, _MAX_MANIFEST_BYTES)
+        media_type = _media_type(response.headers.get("Content-Type", ""), data)
         digest = sha256_digest(data)
+        if media_type in _SCHEMA1:
+            digest = sha256_digest(_schema1_payload(data))
         if identifier.startswith("sha256:") and digest != identifier:
             raise self._error(
                 f"GET {what}: the registry sent content with digest {digest}",
                 code="DIGEST_INVALID",
                 hint="the registry or a proxy altered the manifest; pull by tag to inspect it",
             )
-        media_type = _media_type(response.headers.get("Content-Type", ""), data)
         log.debug("%s: %s is %s (%s)", self._where, identifier, digest, media_type)
         return PulledManifest(data=data, media_type=media_type, digest=digest)
 
@@ -217,6 +224,12 @@ class RegistryClient:
         if identifier.startswith("sha256:") and identifier != digest:
             raise ValueError(f"manifest bytes have digest {digest}, not {identifier}")
         what = f"manifest {identifier}"
+        if media_type in _SCHEMA1:
+            raise self._error(
+                f"PUT {what}: Docker schema 1 manifests are read-only",
+                code="UNSUPPORTED",
+                hint="push the image as a Docker v2.2 or OCI manifest",
+            )
         response = self._request(
             "PUT",
             self._path("manifests", identifier),
@@ -225,7 +238,11 @@ class RegistryClient:
             body=data,
         )
         with closing(response):
-            self._expect(response, (200, 201, 202, 204), f"PUT {what}")
+            if response.status_code not in (200, 201, 202, 204):
+                error = self._response_error(response, f"PUT {what}")
+                if error.code in ("MANIFEST_INVALID", "UNSUPPORTED"):
+                    error.hint = _format_hint(media_type)
+                raise error
             self._check_digest_header(response, digest, f"PUT {what}")
         log.debug("%s: pushed %s as %s", self._where, identifier, digest)
         return digest
@@ -511,7 +528,7 @@ _HINTS = {
     "MANIFEST_UNKNOWN": "no such tag or digest in the repository: check the image reference",
     "BLOB_UNKNOWN": "the registry is missing a blob: push the image's layers and config first",
     "MANIFEST_BLOB_UNKNOWN": "a blob the manifest references is not in the repository",
-    "MANIFEST_INVALID": 'the registry rejected the manifest; try `container.format = "docker"`',
+    "MANIFEST_INVALID": "the registry rejected the manifest; try the other `container.format`",
     "UNSUPPORTED": "the registry does not support this operation or media type",
     "DIGEST_INVALID": "the content did not match its digest; retry, and check proxies",
     "SIZE_INVALID": "the content did not match its declared size; retry",
@@ -527,6 +544,7 @@ _STATUS_CODES = {
     403: "DENIED",
     404: "NOT_FOUND",
     405: "UNSUPPORTED",
+    415: "UNSUPPORTED",
     429: "TOOMANYREQUESTS",
 }
 
@@ -576,13 +594,47 @@ def _error_code(response: httpx.Response) -> tuple[str, str]:
     return fallback, (text[0][:200] if text else f"HTTP {response.status_code}")
 
 
+def _format_hint(media_type: str) -> str:
+    """Suggest the other image format when a registry rejects a manifest's media type."""
+    if media_type in (MediaType.DOCKER_MANIFEST, MediaType.DOCKER_LIST):
+        other, env = '"oci"', "oci"
+    else:
+        other, env = '"docker"', "docker"
+    return (
+        f"the registry does not accept {media_type}: set `tool.jib.container.format = {other}`"
+        f" (or JIB_CONTAINER_FORMAT={env}) and build again"
+    )
+
+
+def _schema1_payload(data: bytes) -> bytes:
+    """A signed schema 1 manifest is identified by its bytes without the JWS signatures.
+
+    The protected header says where the payload ends (`formatLength`) and which bytes
+    (`formatTail`) close it once the signatures are cut out.
+    """
+    try:
+        signature = json.loads(data)["signatures"][0]
+        protected = json.loads(_b64url(signature["protected"]))
+        return data[: int(protected["formatLength"])] + _b64url(protected["formatTail"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return data
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def _media_type(content_type: str, data: bytes) -> str:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in _GENERIC_TYPES:
         return media_type
     # Some registries send generic JSON; the document then names its own type.
     try:
-        named = json.loads(data).get("mediaType")
+        document = json.loads(data)
+        named = document.get("mediaType")
+        if document.get("schemaVersion") == 1:
+            signed = "signatures" in document
+            named = MediaType.DOCKER_SCHEMA1_SIGNED if signed else MediaType.DOCKER_SCHEMA1
     except (ValueError, AttributeError):
         named = None
     return str(named) if named else media_type

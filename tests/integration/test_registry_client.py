@@ -356,3 +356,42 @@ def test_skopeo_copies_the_image_pushed_in_chunks(tmp_path: Path, mode: str) -> 
     assert (tmp_path / "copy" / sha256_digest(image.layer).split(":")[1]).read_bytes() == (
         image.layer
     )
+
+
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_push_with_mount_survives_a_token_server_that_keeps_one_scope(
+    tmp_path: Path, keep: str
+) -> None:
+    data = b"one scope per token: " + keep.encode()
+    digest = sha256_digest(data)
+    with running_registry(tmp_path / "reg", "token") as registry:
+        assert registry.token_server is not None
+        registry.token_server.keep_scopes = keep
+        with client_for(registry, "team/base") as source:
+            source.upload_blob(digest, len(data), write_blob(tmp_path, data))
+        other = b"not in the source " + keep.encode()
+
+        with client_for(registry, "team/app", mount_from=("team/base",)) as target:
+            target.mount_blob(digest, "team/base")
+            if target.blob_exists(digest) is None:
+                target.upload_blob(digest, len(data), write_blob(tmp_path, data))
+            target.upload_blob(sha256_digest(other), len(other), write_blob(tmp_path, other))
+            sizes = [target.blob_exists(d) for d in (digest, sha256_digest(other))]
+
+    assert sizes == [len(data), len(other)]
+
+
+def test_ca_file_from_ssl_cert_file_is_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = make_tiny_image("trusted through SSL_CERT_FILE\n")
+    with running_registry(tmp_path / "reg", "tls") as registry:
+        assert registry.ca_file is not None
+        monkeypatch.setenv("SSL_CERT_FILE", str(registry.ca_file))
+        options = TransportOptions(timeout=10.0, max_retries=0)
+        with RegistryClient(registry.host, "team/ca", credential=None, options=options) as c:
+            digest = push_image(c, image, tmp_path, "v1")
+            scheme = c.transport.scheme
+
+    assert (scheme, digest) == ("https", image.manifest_digest)
+

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+import trustme
+
+from hatch_jib.errors import ConfigError
 
 from hatch_jib.registry.client import _with_digest
 from hatch_jib.registry.transport import (
@@ -13,6 +18,7 @@ from hatch_jib.registry.transport import (
     is_loopback,
     redact_headers,
     redact_url,
+    tls_context,
 )
 
 DIGEST = "sha256:" + "ab" * 32
@@ -109,3 +115,21 @@ def test_retry_after_accepts_seconds_and_dates_and_is_capped() -> None:
 )
 def test_digest_is_merged_into_the_upload_location_query(location: str, expected: str) -> None:
     assert _with_digest(location, DIGEST) == expected
+
+
+def test_ca_file_is_trusted_in_addition_to_the_system_store(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+
+    system = tls_context(None).cert_store_stats()["x509_ca"]
+    with_ca = tls_context(str(ca_file)).cert_store_stats()["x509_ca"]
+
+    assert with_ca == system + 1
+
+
+def test_unreadable_ca_file_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        tls_context(str(tmp_path / "missing.pem"))
+
+    assert "missing.pem" in caught.value.message
+    assert "registry-ca-file" in str(caught.value)
