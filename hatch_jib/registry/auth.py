@@ -23,7 +23,7 @@ import httpx
 
 from hatch_jib.errors import RegistryError
 from hatch_jib.registry.credentials import Credential
-from hatch_jib.registry.transport import Transport
+from hatch_jib.registry.transport import Transport, is_loopback
 
 __all__ = [
     "Authenticator",
@@ -40,6 +40,8 @@ _EXPIRY_MARGIN = 10.0
 _CLIENT_ID = "hatch-jib"
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _TOKEN68 = _TCHAR | frozenset("/")
+_WARNED: set[str] = set()
+_WARNED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -396,8 +398,20 @@ class Authenticator:
             status=status,
         )
 
+    def _warn_clear_text(self, url: str) -> None:
+        origin = _origin_text(url)
+        if not _warned_once(origin):
+            log.warning(
+                "Sending credentials for %s over plain HTTP to %s"
+                " (send-credentials-over-http is set)",
+                self.transport.registry,
+                origin,
+            )
+
     def _require_safe_channel(self, url: str) -> None:
         if self.transport.credentials_allowed(url):
+            if url.startswith("http://") and not is_loopback(httpx.URL(url).host):
+                self._warn_clear_text(url)
             return
         raise RegistryError(
             f"Refusing to send credentials for {self.transport.registry} over plain HTTP"
@@ -408,6 +422,13 @@ class Authenticator:
             repository=self.repository,
             code="INSECURE_CREDENTIALS",
         )
+
+
+def _warned_once(key: str) -> bool:
+    with _WARNED_LOCK:
+        seen = key in _WARNED
+        _WARNED.add(key)
+        return seen
 
 
 def _preferred(challenges: Sequence[Challenge]) -> Challenge | None:

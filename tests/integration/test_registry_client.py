@@ -330,18 +330,32 @@ def test_skopeo_copies_the_image_pushed_in_chunks(tmp_path: Path, mode: str) -> 
         with client_for(registry, "team/skopeo", chunk=64) as client:
             digest = push_image(client, image, tmp_path, "v2")
         command = ["skopeo", "--insecure-policy"]
-        creds = [f"--src-creds={registry.username}:{registry.password}"] if registry.username else []
+        source = f"docker://{registry.host}/team/skopeo:v2"
+        creds = (
+            [f"--src-creds={registry.username}:{registry.password}"] if registry.username else []
+        )
         inspected = subprocess.run(
-            [*command, "inspect", "--tls-verify=false", *[c.replace("src-", "") for c in creds]]
-            + [f"docker://{registry.host}/team/skopeo:v2"],
+            [
+                *command,
+                "inspect",
+                "--tls-verify=false",
+                *[c.replace("src-", "") for c in creds],
+                source,
+            ],
             capture_output=True,
             text=True,
             timeout=60,
         )
         # skopeo copy verifies every blob it downloads against its digest.
         copied = subprocess.run(
-            [*command, "copy", "--src-tls-verify=false", *creds]
-            + [f"docker://{registry.host}/team/skopeo:v2", f"dir:{tmp_path / 'copy'}"],
+            [
+                *command,
+                "copy",
+                "--src-tls-verify=false",
+                *creds,
+                source,
+                f"dir:{tmp_path / 'copy'}",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -394,4 +408,3 @@ def test_ca_file_from_ssl_cert_file_is_trusted(
             scheme = c.transport.scheme
 
     assert (scheme, digest) == ("https", image.manifest_digest)
-

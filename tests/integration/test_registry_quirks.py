@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -13,8 +14,10 @@ import pytest
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import MediaType, sha256_digest
+from hatch_jib.image.manifest import parse_index
+from hatch_jib.image.platform import Platform
 from hatch_jib.registry import Credential, RegistryClient, TransportOptions
-from tests.support.fake_registry import FakeRegistry, Reply, Script, Seen
+from tests.support.fake_registry import Answer, FakeRegistry, Reply, Script, Seen
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +283,196 @@ def test_debug_log_redacts_authorization_and_signed_url_secrets(
     assert "Basic ***" in caplog.text
     assert "PWSECRET" not in caplog.text
     assert "SIGSECRET" not in caplog.text
+
+
+def _open(r: Seen, reply: Reply) -> Reply:
+    return (200, {}, b"{}") if r.path == "/v2/" else reply
+
+
+def test_head_without_content_length_still_means_the_blob_exists(
+    serve: Callable[[Script], FakeRegistry],
+) -> None:
+    registry = serve(lambda r: _open(r, Answer(200, content_length=False)))
+
+    with client(registry.host) as registry_client:
+        size = registry_client.blob_exists(sha256_digest(b"x"))
+
+    assert size == 0
+
+
+@pytest.mark.parametrize("status", [401, 403, 405])
+def test_head_the_registry_refuses_means_upload_it(
+    serve: Callable[[Script], FakeRegistry], status: int
+) -> None:
+    registry = serve(lambda r: _open(r, (status, {}, b"")))
+
+    with client(registry.host) as registry_client:
+        size = registry_client.blob_exists(sha256_digest(b"x"))
+
+    assert size is None
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405])
+def test_mount_refused_with_any_4xx_reports_false_so_the_blob_is_uploaded(
+    serve: Callable[[Script], FakeRegistry], status: int
+) -> None:
+    body = json.dumps({"errors": [{"code": "DENIED", "message": "no"}]}).encode()
+    registry = serve(lambda r: _open(r, (status, {}, body)))
+
+    with client(registry.host) as registry_client:
+        mounted = registry_client.mount_blob(sha256_digest(b"x"), "team/base")
+
+    assert mounted is False
+    assert [r.method for r in registry.seen if r.path != "/v2/"] == ["POST"]
+
+
+def test_insufficient_scope_widens_the_token_scope(
+    serve: Callable[[Script], FakeRegistry],
+) -> None:
+    auth = serve(
+        lambda r: (
+            200,
+            {},
+            json.dumps({"token": parse_qs(urlsplit(r.path).query)["scope"][-1]}).encode(),
+        )
+    )
+    realm = f'Bearer realm="http://{auth.host}/token",service="fake"'
+    wider = "repository:team/app:pull,push,delete"
+
+    def script(r: Seen) -> Reply:
+        if r.headers.get("Authorization") == f"Bearer {wider}":
+            return 200, {"Content-Type": MediaType.OCI_MANIFEST}, MANIFEST
+        scope = f'{realm},scope="{wider}",error="insufficient_scope"'
+        return 401, {"WWW-Authenticate": scope}, b""
+
+    registry = serve(script)
+
+    with client(registry.host) as registry_client:
+        registry_client.get_manifest("v1")
+
+    scopes = [parse_qs(urlsplit(r.path).query)["scope"] for r in auth.seen]
+    assert scopes == [["repository:team/app:pull,push"], ["repository:team/app:pull,push", wider]]
+
+
+def test_rate_limit_error_shows_the_ratelimit_headers(
+    serve: Callable[[Script], FakeRegistry],
+) -> None:
+    body = json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "pull limit"}]})
+    headers = {"RateLimit-Limit": "100;w=21600", "RateLimit-Remaining": "0;w=21600"}
+    registry = serve(lambda r: _open(r, (429, {"Retry-After": "0", **headers}, body.encode())))
+
+    with (
+        client(registry.host, retries=0) as registry_client,
+        pytest.raises(RegistryError) as caught,
+    ):
+        registry_client.get_manifest("v1")
+
+    assert caught.value.code == "TOOMANYREQUESTS"
+    assert "ratelimit-limit=100;w=21600" in caught.value.message
+    assert "ratelimit-remaining=0;w=21600" in caught.value.message
+    assert "log in" in str(caught.value.hint)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "suggested"),
+    [(MediaType.OCI_MANIFEST, '"docker"'), (MediaType.DOCKER_MANIFEST, '"oci"')],
+)
+def test_manifest_invalid_suggests_the_other_container_format(
+    serve: Callable[[Script], FakeRegistry], media_type: str, suggested: str
+) -> None:
+    body = json.dumps({"errors": [{"code": "MANIFEST_INVALID", "message": "manifest invalid"}]})
+    registry = serve(lambda r: _open(r, (400, {}, body.encode())))
+
+    with client(registry.host) as registry_client, pytest.raises(RegistryError) as caught:
+        registry_client.put_manifest("v1", MANIFEST, media_type)
+
+    assert caught.value.code == "MANIFEST_INVALID"
+    assert f"container.format = {suggested}" in str(caught.value.hint)
+    assert registry.host in caught.value.registry
+
+
+def test_unsupported_media_type_status_also_suggests_the_other_format(
+    serve: Callable[[Script], FakeRegistry],
+) -> None:
+    registry = serve(lambda r: _open(r, (415, {}, b"Unsupported Media Type")))
+
+    with client(registry.host) as registry_client, pytest.raises(RegistryError) as caught:
+        registry_client.put_manifest("v1", MANIFEST, MediaType.OCI_MANIFEST)
+
+    assert caught.value.code == "UNSUPPORTED"
+    assert 'container.format = "docker"' in str(caught.value.hint)
+
+
+def _signed_schema1() -> tuple[bytes, bytes]:
+    """A schema 1 manifest with a JWS signature block, and the payload it is named by."""
+    payload = json.dumps({"schemaVersion": 1, "name": "team/app", "tag": "old"}, indent=3)
+    head, tail = payload[:-2], payload[-2:]
+    protected = {"formatLength": len(head), "formatTail": _b64(tail.encode())}
+    signature = {"header": {"alg": "ES256"}, "signature": "c2ln", "protected": ""}
+    signature["protected"] = _b64(json.dumps(protected).encode())
+    signed = head + ',\n   "signatures": ' + json.dumps([signature]) + tail
+    return signed.encode(), payload.encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def test_schema1_manifest_is_read_with_its_payload_digest_but_never_pushed(
+    serve: Callable[[Script], FakeRegistry],
+) -> None:
+    signed, payload = _signed_schema1()
+    digest = sha256_digest(payload)
+    registry = serve(lambda r: _open(r, (200, {"Content-Type": "application/json"}, signed)))
+
+    with client(registry.host) as registry_client:
+        pulled = registry_client.get_manifest(digest)
+        with pytest.raises(RegistryError) as caught:
+            registry_client.put_manifest("v1", signed, MediaType.DOCKER_SCHEMA1_SIGNED)
+
+    assert (pulled.digest, pulled.media_type) == (digest, MediaType.DOCKER_SCHEMA1_SIGNED)
+    assert pulled.data == signed
+    assert "read-only" in caught.value.message
+    assert MediaType.DOCKER_SCHEMA1_SIGNED in registry.seen[1].headers["Accept"]
+    assert "PUT" not in [r.method for r in registry.seen]
+
+
+def test_index_with_artifact_type_annotations_and_attestations_is_tolerated(
+    serve: Callable[[Script], FakeRegistry],
+) -> None:
+    child = "sha256:" + "1" * 64
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MediaType.OCI_INDEX,
+            "artifactType": "application/vnd.example+type",
+            "annotations": {"org.opencontainers.image.created": "2024-01-01T00:00:00Z"},
+            "subject": {"mediaType": MediaType.OCI_MANIFEST, "digest": child, "size": 1},
+            "manifests": [
+                {
+                    "mediaType": MediaType.OCI_MANIFEST,
+                    "digest": "sha256:" + "2" * 64,
+                    "size": 10,
+                    "platform": {"os": "unknown", "architecture": "unknown"},
+                    "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+                },
+                {
+                    "mediaType": MediaType.OCI_MANIFEST,
+                    "digest": child,
+                    "size": 10,
+                    "artifactType": "application/vnd.example+type",
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                    "x-unknown-field": True,
+                },
+            ],
+        }
+    ).encode()
+    registry = serve(lambda r: _open(r, (200, {"Content-Type": MediaType.OCI_INDEX}, index)))
+
+    with client(registry.host) as registry_client:
+        pulled = registry_client.get_manifest("v1")
+    chosen = parse_index(pulled.data, pulled.media_type).find(Platform("linux", "arm64", "v8"))
+
+    assert pulled.digest == sha256_digest(index)
+    assert chosen is not None
+    assert chosen.digest == child

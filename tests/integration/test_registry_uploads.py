@@ -34,7 +34,7 @@ class UploadRegistry:
     new `_state`, as Distribution does, so a client that reuses a stale Location fails.
     """
 
-    fault: Fault = lambda request, n: None  # noqa: E731
+    fault: Fault = lambda request, n: None
     post_headers: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, bytearray] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
@@ -169,9 +169,7 @@ def test_patch_that_times_out_is_never_resent_and_a_new_session_starts(blob_file
     ],
     ids=["blob-upload-unknown", "500", "502"],
 )
-def test_patch_failure_restarts_the_upload_in_a_new_session(
-    blob_file: Path, answer: Reply
-) -> None:
+def test_patch_failure_restarts_the_upload_in_a_new_session(blob_file: Path, answer: Reply) -> None:
     emulator = UploadRegistry(
         fault=lambda request, n: answer if request.method == "PATCH" and n == 1 else None
     )
@@ -234,9 +232,9 @@ def test_upload_that_keeps_failing_raises_the_registrys_error(blob_file: Path) -
 
 def test_digest_rejected_by_the_registry_is_not_retried(blob_file: Path) -> None:
     emulator = UploadRegistry(
-        fault=lambda request, n: (400, {}, _errors("DIGEST_INVALID"))
-        if request.method == "PUT"
-        else None
+        fault=lambda request, n: (
+            (400, {}, _errors("DIGEST_INVALID")) if request.method == "PUT" else None
+        )
     )
 
     with pytest.raises(RegistryError) as caught:

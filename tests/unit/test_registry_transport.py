@@ -9,7 +9,6 @@ import pytest
 import trustme
 
 from hatch_jib.errors import ConfigError
-
 from hatch_jib.registry.client import _with_digest
 from hatch_jib.registry.transport import (
     Transport,
