@@ -105,6 +105,8 @@ def connect(
         options=options,
         push=push,
         mount_from=mount_from,
+        # Like Jib, pull the base anonymously first: public bases need no login.
+        anonymous_first=not push,
     )
 
 

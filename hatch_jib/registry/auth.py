@@ -198,10 +198,13 @@ class Authenticator:
         *,
         credential: Credential | None,
         scopes: Sequence[str],
+        anonymous_first: bool = False,
     ) -> None:
         self.transport = transport
         self.repository = repository
         self.credential = credential
+        # Public base images need no login: try without the credential until refused.
+        self._anonymous = anonymous_first and credential is not None
         self.scopes = list(dict.fromkeys(scopes))
         self._lock = threading.RLock()
         self._pinged = False
@@ -229,7 +232,7 @@ class Authenticator:
             if challenge is None:
                 return None
             if challenge.scheme == "basic":
-                return self._basic_header(self.transport.base_url)
+                return None if self._anonymous else self._basic_header(self.transport.base_url)
             if challenge.scheme == "bearer":
                 if self._token is None or time.monotonic() >= self._token_expires:
                     self._fetch_token(challenge)
@@ -252,12 +255,18 @@ class Authenticator:
             if challenge is None:
                 return False
             if challenge.scheme == "basic":
+                if self._anonymous and sent is None:
+                    self._use_credential("the registry refused anonymous access")
+                    self._challenge = challenge
+                    return True
                 # Retry only if we had not sent Basic yet; otherwise the password is wrong.
                 asked_before = self._challenge is not None and self._challenge.scheme == "basic"
                 self._challenge = challenge
                 return not (asked_before and sent) and self.credential is not None
             if challenge.scheme == "bearer":
                 current = sent is not None and sent == f"Bearer {self._token}"
+                if self._anonymous and current:
+                    self._use_credential("the registry refused anonymous access")
                 if challenge.scope:
                     self._learn_scopes(challenge.scope.split(" "), current=current)
                 self._challenge = challenge
@@ -268,6 +277,16 @@ class Authenticator:
             return False
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _use_credential(self, why: str) -> None:
+        self._anonymous = False
+        assert self.credential is not None
+        log.info(
+            "%s: %s; using credentials from %s",
+            self.transport.registry,
+            why,
+            self.credential.source,
+        )
 
     def _learn_scopes(self, needed: list[str], *, current: bool) -> None:
         """Widen the scopes to what a refusal named (`insufficient_scope`)."""
@@ -318,10 +337,11 @@ class Authenticator:
                 code="UNAUTHORIZED",
             )
         self.token_fetches += 1
-        if self.credential is not None and self.credential.is_identity_token:
-            response = self._oauth_token_request(realm, challenge)
-        else:
-            response = self._token_request(realm, challenge)
+        response = self._request_token(realm, challenge)
+        if self._anonymous and response.status_code in (401, 403):
+            response.close()
+            self._use_credential("the token server refused anonymous access")
+            response = self._request_token(realm, challenge)
         body = self._token_body(response, realm)
 
         token = body.get("token") or body.get("access_token")
@@ -335,6 +355,12 @@ class Authenticator:
         self._token_scopes = self._requested_scopes()
         log.debug("%s: got a token for %s", self.transport.registry, " ".join(self._token_scopes))
 
+    def _request_token(self, realm: str, challenge: Challenge) -> httpx.Response:
+        credential = None if self._anonymous else self.credential
+        if credential is not None and credential.is_identity_token:
+            return self._oauth_token_request(realm, challenge)
+        return self._token_request(realm, challenge)
+
     def _requested_scopes(self) -> list[str]:
         return list(self._narrow_scopes or self.scopes)
 
@@ -345,7 +371,7 @@ class Authenticator:
         query.extend(("scope", scope) for scope in self._requested_scopes())
         url = _with_query(realm, urlencode(query))
         headers = {"Accept": "application/json"}
-        basic = self._basic_header(realm)
+        basic = None if self._anonymous else self._basic_header(realm)
         if basic:
             headers["Authorization"] = basic
         return self.transport.request("GET", url, headers=headers)

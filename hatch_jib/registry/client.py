@@ -75,6 +75,7 @@ class RegistryClient:
         options: TransportOptions,
         push: bool = False,
         mount_from: Sequence[str] = (),
+        anonymous_first: bool = False,
     ) -> None:
         self.registry = registry
         self.repository = repository
@@ -85,7 +86,11 @@ class RegistryClient:
         scopes = [repository_scope(repository, actions)]
         scopes += [repository_scope(source, ("pull",)) for source in mount_from]
         self.auth = Authenticator(
-            transport=self.transport, repository=repository, credential=credential, scopes=scopes
+            transport=self.transport,
+            repository=repository,
+            credential=credential,
+            scopes=scopes,
+            anonymous_first=anonymous_first,
         )
 
     # -- public API ----------------------------------------------------------------------

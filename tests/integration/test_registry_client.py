@@ -408,3 +408,52 @@ def test_ca_file_from_ssl_cert_file_is_trusted(
             scheme = c.transport.scheme
 
     assert (scheme, digest) == ("https", image.manifest_digest)
+
+
+@pytest.mark.parametrize("anonymous_pull", [False, True], ids=["private", "public"])
+def test_base_pull_tries_anonymous_first_then_the_credential(
+    tmp_path: Path, anonymous_pull: bool
+) -> None:
+    image = make_tiny_image("anonymous first\n")
+    with running_registry(tmp_path / "reg", "token") as registry:
+        assert registry.token_server is not None
+        with client_for(registry, "team/base") as pusher:
+            push_image(pusher, image, tmp_path, "v1")
+        registry.token_server.anonymous_actions = ("pull",) if anonymous_pull else ()
+        registry.token_server.requests.clear()
+        credential = Credential(registry.username or "", registry.password or "", source="t")
+
+        with RegistryClient(
+            registry.host,
+            "team/base",
+            credential=credential,
+            options=options_for(registry),
+            anonymous_first=True,
+        ) as puller:
+            pulled = puller.get_manifest("v1")
+
+        sent_basic = [request["basic"] for request in registry.token_server.requests]
+
+    assert pulled.data == image.manifest
+    assert sent_basic == ([None] if anonymous_pull else [None, True])
+
+
+def test_base_pull_from_a_basic_registry_sends_the_credential_after_a_refusal(
+    tmp_path: Path,
+) -> None:
+    image = make_tiny_image("basic after anonymous\n")
+    with running_registry(tmp_path / "reg", "htpasswd") as registry:
+        with client_for(registry, "team/base") as pusher:
+            push_image(pusher, image, tmp_path, "v1")
+        credential = Credential(registry.username or "", registry.password or "", source="t")
+
+        with RegistryClient(
+            registry.host,
+            "team/base",
+            credential=credential,
+            options=options_for(registry),
+            anonymous_first=True,
+        ) as puller:
+            pulled = puller.get_manifest("v1")
+
+    assert pulled.data == image.manifest

@@ -198,8 +198,8 @@ def _handler_for(issuer: TokenServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             query = parse_qs(urlsplit(self.path).query)
             scopes = _split_scopes(query.get("scope", []))
-            issuer.requests.append({"method": "GET", "query": query})
             verdict = issuer.check_basic(self.headers.get("Authorization"))
+            issuer.requests.append({"method": "GET", "query": query, "basic": verdict})
             if verdict is False:
                 self._reply(401, {"details": "incorrect username or password"})
                 return
