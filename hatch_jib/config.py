@@ -33,6 +33,7 @@ __all__ = [
 
 # Leaf types of the schema.
 STR, BOOL, STR_LIST, STR_MAP = "string", "boolean", "array of strings", "table of strings"
+INT = "positive integer"
 _AUTH = {"username": STR, "password": STR}
 _EXTRA_DIRECTORY = {
     "from": STR,
@@ -74,6 +75,7 @@ SCHEMA: dict[str, Any] = {
     "allow-insecure-registries": STR_LIST,
     "send-credentials-over-http": BOOL,
     "registry-ca-file": STR,
+    "upload-chunk-size": INT,
     "cache-dir": STR,
     "offline": BOOL,
     "console": STR,
@@ -156,6 +158,7 @@ class JibConfig:
     allow_insecure_registries: frozenset[str] = frozenset()
     send_credentials_over_http: bool = False
     registry_ca_file: Path | None = None  # trusted in addition to the system store
+    upload_chunk_size: int | None = None  # bytes per PATCH; None: only for very large blobs
     cache_dir: Path | None = None
     offline: bool = False
     console: str | None = None
@@ -223,6 +226,7 @@ def _check_leaf(value: Any, kind: str, path: str) -> None:
     ok = {
         STR: isinstance(value, str),
         BOOL: isinstance(value, bool),
+        INT: isinstance(value, int) and not isinstance(value, bool) and value > 0,
         STR_LIST: isinstance(value, list) and all(isinstance(item, str) for item in value),
         STR_MAP: isinstance(value, dict)
         and all(isinstance(item, (str, int, float, bool)) for item in value.values()),
@@ -266,6 +270,10 @@ def _parse_env(text: str, kind: str, name: str) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"Environment variable {name}={text!r} must be true or false")
+    if kind == INT:
+        if not text.strip().isdigit() or int(text) <= 0:
+            raise ConfigError(f"Environment variable {name}={text!r} must be a positive integer")
+        return int(text)
     if kind == STR_LIST:
         return [item.strip() for item in text.split(",") if item.strip()]
     if kind == STR_MAP:
@@ -331,6 +339,7 @@ def _build(
         allow_insecure_registries=frozenset(raw.get("allow-insecure-registries", [])),
         send_credentials_over_http=bool(raw.get("send-credentials-over-http", False)),
         registry_ca_file=(project_root / ca_file) if ca_file else None,
+        upload_chunk_size=raw.get("upload-chunk-size"),
         cache_dir=(project_root / cache_dir) if cache_dir else None,
         offline=bool(raw.get("offline", False)),
         console=_choice(raw.get("console"), ("plain", "rich"), "tool.jib.console"),

@@ -76,6 +76,7 @@ def transport_options(config: JibConfig) -> TransportOptions:
         insecure_hosts=config.allow_insecure_registries,
         send_credentials_over_http=config.send_credentials_over_http,
         ca_file=str(config.registry_ca_file) if config.registry_ca_file else None,
+        upload_chunk_size=config.upload_chunk_size,
     )
 
 
