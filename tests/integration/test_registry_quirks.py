@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -476,3 +479,52 @@ def test_index_with_artifact_type_annotations_and_attestations_is_tolerated(
     assert pulled.digest == sha256_digest(index)
     assert chosen is not None
     assert chosen.digest == child
+
+
+def test_manifest_push_is_byte_exact_with_its_media_type_as_content_type(
+    serve: Callable[[Script], FakeRegistry],
+) -> None:
+    data = b'{"schemaVersion":2,  "mediaType":"' + MediaType.DOCKER_MANIFEST.encode() + b'"}'
+    registry = serve(lambda r: _open(r, (201, {"Docker-Content-Digest": sha256_digest(data)}, b"")))
+
+    with client(registry.host) as registry_client:
+        digest = registry_client.put_manifest("v1", data, MediaType.DOCKER_MANIFEST)
+
+    [put] = registry.requests("PUT")
+    assert (put.body, put.headers["Content-Type"]) == (data, MediaType.DOCKER_MANIFEST)
+    assert digest == sha256_digest(data)
+
+
+def test_https_probe_that_times_out_never_falls_back_to_plain_http() -> None:
+    # A server that reads what arrives and never answers: the TLS handshake times out.
+    listener = socket.create_server(("127.0.0.1", 0))
+    openings: list[bytes] = []
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                held.append(connection)
+                openings.append(connection.recv(3))
+
+    threading.Thread(target=accept, daemon=True).start()
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+    options = TransportOptions(timeout=0.5, max_retries=0)
+
+    try:
+        with (
+            RegistryClient(host, "team/app", credential=None, options=options) as c,
+            pytest.raises(RegistryError) as caught,
+        ):
+            c.get_manifest("v1")
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+
+    assert caught.value.code == "UNREACHABLE"
+    assert "did not answer within 0.5s" in str(caught.value)
+    assert f"https://{host}/v2/" in caught.value.message
+    # One TLS handshake (0x16 0x03 ...) and no plain HTTP request after it.
+    assert [opening[:1] for opening in openings] == [b"\x16"]
