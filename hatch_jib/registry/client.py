@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
@@ -82,6 +83,9 @@ class RegistryClient:
         self.credential = credential
         self.options = options
         self.transport = Transport(registry, options)
+        self._lock = threading.Lock()
+        # Upload sessions a refused mount opened, by digest, for the upload that follows.
+        self._open_sessions: dict[str, tuple[str, int]] = {}
         actions = ("pull", "push") if push else ("pull",)
         scopes = [repository_scope(repository, actions)]
         scopes += [repository_scope(source, ("pull",)) for source in mount_from]
@@ -168,9 +172,9 @@ class RegistryClient:
     def mount_blob(self, digest: str, from_repository: str) -> bool:
         """Ask the registry to link a blob from another repository; True if it did.
 
-        Only 201 means mounted. A 202 opened an ordinary upload session instead, which
-        is cancelled; any other answer (no access to the source, mounting unsupported)
-        means the caller uploads the blob itself.
+        Only 201 means mounted. A 202 opened an ordinary upload session instead: it is
+        kept for the `upload_blob` of the same digest that follows. Any other answer (no
+        access to the source, mounting unsupported) means the caller uploads the blob.
         """
         what = f"blob {check_digest(digest)} from {from_repository}"
         self.auth.add_scopes([repository_scope(from_repository, ("pull",))])
@@ -185,10 +189,12 @@ class RegistryClient:
                 log.debug("%s: mount of %s refused: %s %s", self._where, what, code, detail)
                 return False
 
-        # The registry opened an ordinary upload instead; do not leave it dangling.
+        # The registry opened an ordinary upload instead: continue it rather than POST again.
         location = response.headers.get("Location")
         if location:
-            self._cancel_upload(self._resolve(location, path))
+            minimum = _min_chunk(response)
+            with self._lock:
+                self._open_sessions[digest] = (self._resolve(location, path), minimum)
         return False
 
     def upload_blob(self, digest: str, size: int, path: Path) -> None:
@@ -253,6 +259,12 @@ class RegistryClient:
         return digest
 
     def close(self) -> None:
+        """Cancel upload sessions a mount opened but no upload used, then disconnect."""
+        with self._lock:
+            unused = [location for location, _ in self._open_sessions.values()]
+            self._open_sessions.clear()
+        for location in unused:
+            self._cancel_upload(location)
         self.transport.close()
 
     def __enter__(self) -> RegistryClient:
@@ -337,7 +349,9 @@ class RegistryClient:
     def _upload_session(self, digest: str, size: int, path: Path) -> None:
         """One session: POST, the bytes (whole or in chunks), the closing PUT."""
         what = f"blob {digest}"
-        location, min_chunk = self._start_upload(what)
+        with self._lock:
+            opened = self._open_sessions.pop(digest, None)
+        location, min_chunk = opened or self._start_upload(what)
         chunk = self._chunk_size(size, min_chunk)
 
         # Monolithic: the bytes travel with the closing PUT.
@@ -456,8 +470,7 @@ class RegistryClient:
                 code="BLOB_UPLOAD_INVALID",
                 hint="the registry does not follow the distribution spec; report it",
             )
-        minimum = response.headers.get("OCI-Chunk-Min-Length", "")
-        return self._resolve(location, path), int(minimum) if minimum.isdigit() else 0
+        return self._resolve(location, path), _min_chunk(response)
 
     def _cancel_upload(self, url: str) -> None:
         try:
@@ -566,6 +579,12 @@ class _SessionFailed(Exception):
         self.error = error
         self.reason = reason
         self.ambiguous = ambiguous  # the blob may have been stored: HEAD before retrying
+
+
+def _min_chunk(response: httpx.Response) -> int:
+    """The registry's smallest accepted PATCH (`OCI-Chunk-Min-Length`), 0 when unsaid."""
+    value = response.headers.get("OCI-Chunk-Min-Length", "")
+    return int(value) if value.isdigit() else 0
 
 
 def _rate_limits(response: httpx.Response) -> str:

@@ -70,6 +70,9 @@ class UploadRegistry:
         if session not in self.sessions or query.get("_state") != [self.states[session]]:
             return 404, {}, _errors("BLOB_UPLOAD_UNKNOWN")
         data = self.sessions[session]
+        if request.method == "DELETE":
+            del self.sessions[session]
+            return 204, {}, b""
         if request.method == "PATCH":
             start = int(request.headers["Content-Range"].split("-")[0])
             if start != len(data):
@@ -242,3 +245,36 @@ def test_digest_rejected_by_the_registry_is_not_retried(blob_file: Path) -> None
 
     assert caught.value.code == "DIGEST_INVALID"
     assert emulator.counts["POST"] == 1
+
+
+def test_upload_continues_the_session_a_refused_mount_opened(blob_file: Path) -> None:
+    emulator = UploadRegistry()
+    options = TransportOptions(timeout=5.0, max_retries=0)
+
+    with (
+        fake_registry(emulator) as server,
+        RegistryClient(server.host, "team/app", credential=None, options=options) as c,
+    ):
+        mounted = c.mount_blob(DIGEST, "team/base")
+        c.upload_blob(DIGEST, len(BLOB), blob_file)
+
+    assert mounted is False
+    assert emulator.blobs == {DIGEST: BLOB}
+    [post] = server.requests("POST")
+    assert "mount=" in post.path
+    assert server.requests("DELETE") == []
+
+
+def test_session_a_refused_mount_opened_is_cancelled_when_unused(blob_file: Path) -> None:
+    emulator = UploadRegistry()
+    options = TransportOptions(timeout=5.0, max_retries=0)
+
+    with (
+        fake_registry(emulator) as server,
+        RegistryClient(server.host, "team/app", credential=None, options=options) as c,
+    ):
+        c.mount_blob(DIGEST, "team/base")
+
+    [delete] = server.requests("DELETE")
+    assert urlsplit(delete.path).path == f"{UPLOADS}s0"
+    assert emulator.sessions == {}
