@@ -3,21 +3,65 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hatch_jib.config import load_config
+from hatch_jib.cache import cache_in_use, default_cache_dir
+from hatch_jib.config import JibConfig, load_config
 from hatch_jib.console import setup_console
+from hatch_jib.errors import ConfigError
 from hatch_jib.pipeline import BuildPlan, BuildResult, run_build
-from hatch_jib.project import load_project
+from hatch_jib.project import Project, load_project
 
-__all__ = ["build_project", "default_outputs"]
+__all__ = ["build_project", "check_project", "default_outputs", "load_build_config"]
 
 
 def default_outputs(to_image: object | None) -> tuple[str, ...]:
     """`registry` when there is somewhere to push, else a tar."""
     return ("registry",) if to_image else ("tar",)
+
+
+def load_build_config(
+    root: Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Project, JibConfig]:
+    """Read `root`'s project and its effective `[tool.jib]`; nothing touches the network."""
+    environ = os.environ if environ is None else environ
+    project = load_project(root)
+    config = load_config(
+        project.jib_table,
+        project_root=root,
+        version=project.version,
+        name=_tag_name(project.name),
+        environ=environ,
+        overrides=overrides,
+    )
+    return project, config
+
+
+def check_project(project: Project, config: JibConfig) -> None:
+    """Fail on what the project and config disagree about, before any network traffic."""
+    container = config.container
+    scripts = sorted(project.scripts)
+
+    # The entrypoint: a named script must exist, and several need a choice.
+    if container.script and container.script not in project.scripts:
+        raise ConfigError(
+            f"`tool.jib.container.script` = {container.script!r} is not in [project.scripts]",
+            hint=f"choose one of: {', '.join(scripts) or 'none (the project has no scripts)'}",
+        )
+    if not container.entrypoint and not container.script and len(scripts) > 1:
+        raise ConfigError(
+            f"The project has several scripts ({', '.join(scripts)}) and none is chosen",
+            hint="set `tool.jib.container.script` (or JIB_CONTAINER_SCRIPT) to the one to run",
+        )
+
+    # Extras must exist; this raises the ConfigError that names the missing one.
+    project.requirements(config.python.extras)
 
 
 def build_project(
@@ -30,15 +74,8 @@ def build_project(
     debug: bool = False,
 ) -> BuildResult:
     """Build `root`'s image into `directory`; raises JibError subclasses on user errors."""
-    environ = os.environ if environ is None else environ
-    project = load_project(root)
-    config = load_config(
-        project.jib_table,
-        project_root=root,
-        version=project.version,
-        environ=environ,
-        overrides=overrides,
-    )
+    project, config = load_build_config(root, overrides=overrides, environ=environ)
+    check_project(project, config)
     setup_console(config.console, debug=debug)
     plan = BuildPlan(
         project=project,
@@ -46,4 +83,12 @@ def build_project(
         outputs=outputs or default_outputs(config.to.image),
         directory=directory,
     )
-    return run_build(plan)
+
+    # A shared hold on the cache keeps `hatch-jib cache prune` from removing blobs mid-build.
+    with cache_in_use(config.cache_dir or default_cache_dir()):
+        return run_build(plan)
+
+
+def _tag_name(name: str) -> str:
+    # The normalized project name (PEP 503), which is always a valid tag.
+    return re.sub(r"[-_.]+", "-", name).lower()

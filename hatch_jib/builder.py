@@ -11,8 +11,7 @@ from typing import Any
 from hatchling.builders.plugin.interface import BuilderInterface
 
 from hatch_jib.build import build_project
-from hatch_jib.console import report_error
-from hatch_jib.errors import JibError
+from hatch_jib.console import debug_requested, report_failure
 
 __all__ = ["JibBuilder"]
 
@@ -41,11 +40,15 @@ class JibBuilder(BuilderInterface):
         return self._build(directory, ("tar",))
 
     def _build(self, directory: str, outputs: tuple[str, ...]) -> str:
-        # Hatch shows a traceback for any exception, so a user error exits with a message.
+        # Hatch shows a traceback for any exception, so every failure becomes a message and
+        # an exit status: 1 for a failed build, 2 for bad configuration, as `hatch-jib` has.
+        debug = debug_requested() or getattr(self.app, "verbosity", 0) >= 2
         try:
-            result = build_project(Path(self.root), directory=Path(directory), outputs=outputs)
-        except JibError as error:
-            report_error(error)
+            result = build_project(
+                Path(self.root), directory=Path(directory), outputs=outputs, debug=debug
+            )
+        except (Exception, KeyboardInterrupt) as error:
+            code = report_failure(error, debug=debug)
             sys.stderr.flush()
-            raise SystemExit(error.exit_code) from None
+            raise SystemExit(code) from None
         return str(result.artifacts[-1])

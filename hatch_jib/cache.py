@@ -8,13 +8,23 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch, check_digest, digest_hex
 
-__all__ = ["BlobStore", "BlobWriter", "default_cache_dir"]
+__all__ = [
+    "BlobStore",
+    "BlobWriter",
+    "PruneReport",
+    "PrunedBlob",
+    "cache_in_use",
+    "default_cache_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +168,152 @@ class BlobStore:
             json.dump(value, handle, sort_keys=True)
         os.replace(handle.name, path)
 
+    def blobs(self) -> list[PrunedBlob]:
+        """Every stored blob with its size and when it was last written or read."""
+        found = []
+        for path in (self.root / "blobs" / "sha256").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                last_used = max(info.st_mtime, info.st_atime)
+                found.append(PrunedBlob(f"sha256:{path.name}", info.st_size, last_used))
+        return found
+
+    def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        max_size: int | None = None,
+        wait: float = 0,
+        now: float | None = None,
+    ) -> PruneReport:
+        """Remove blobs unused for `older_than` seconds, then the least recently used ones
+        until the rest fit in `max_size` bytes.
+
+        Waits up to `wait` seconds for running builds to finish (BuildError after that), and
+        holds the cache exclusively meanwhile. Records pointing at removed blobs stay: every
+        reader verifies the blob and rebuilds or downloads it again.
+        """
+        now = time.time() if now is None else now
+        with cache_in_use(self.root, exclusive=True, timeout=wait):
+            report = _prune_blobs(self, older_than=older_than, max_size=max_size, now=now)
+
+            # Temp files of builds that died, and records nobody used for as long.
+            _remove_old_files(self.tmp_dir, cutoff=now - _STALE_TEMP_SECONDS)
+            if older_than is not None:
+                for kind in _RECORD_KINDS:
+                    _remove_old_files(self.root / kind, cutoff=now - older_than)
+        self._verified.difference_update(blob.digest for blob in report.removed)
+        log.info(
+            "cache: removed %d blob(s), %d bytes; %d blob(s), %d bytes left in %s",
+            len(report.removed),
+            report.freed_bytes,
+            report.kept,
+            report.kept_bytes,
+            self.root,
+        )
+        return report
+
     def _record_path(self, kind: str, key: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
         return self.root / kind / name[:2] / f"{name}.json"
+
+
+# --- pruning ----------------------------------------------------------------------------------
+
+_LOCK_NAME = "cache.lock"
+_RECORD_KINDS = ("selectors", "targets", "resolutions")
+_STALE_TEMP_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class PrunedBlob:
+    digest: str
+    size: int
+    last_used: float  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What `BlobStore.prune` removed and what is left."""
+
+    removed: tuple[PrunedBlob, ...]
+    kept: int
+    kept_bytes: int
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(blob.size for blob in self.removed)
+
+
+@contextlib.contextmanager
+def cache_in_use(root: Path, *, exclusive: bool = False, timeout: float = -1) -> Iterator[None]:
+    """Hold the cache's lock: shared for a build, exclusive for a prune.
+
+    Builds share the cache freely; only a prune must wait until no build is running, since
+    a build may have decided to reuse a blob that it has not read yet. An flock is released
+    by the kernel if its holder dies, so a crashed build never blocks a prune for good.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        # TODO(#7): a shared lock on Windows (msvcrt has none); builds there are not guarded.
+        yield
+        return
+    with open(root / _LOCK_NAME, "a+b") as handle:
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise BuildError(
+                        f"The cache {root} is in use by a running build",
+                        hint="prune again when the build has finished, or pass a longer --wait",
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _prune_blobs(
+    store: BlobStore, *, older_than: float | None, max_size: int | None, now: float
+) -> PruneReport:
+    blobs = sorted(store.blobs(), key=lambda blob: blob.last_used)
+    removed: list[PrunedBlob] = []
+    kept: list[PrunedBlob] = []
+    for blob in blobs:
+        if older_than is not None and now - blob.last_used > older_than:
+            removed.append(blob)
+        else:
+            kept.append(blob)
+
+    # Then the least recently used, until what is left fits.
+    total = sum(blob.size for blob in kept)
+    while max_size is not None and kept and total > max_size:
+        blob = kept.pop(0)
+        total -= blob.size
+        removed.append(blob)
+
+    for blob in removed:
+        with contextlib.suppress(FileNotFoundError):
+            store.path(blob.digest).unlink()
+        log.debug("cache: removed %s (%d bytes)", blob.digest, blob.size)
+    return PruneReport(removed=tuple(removed), kept=len(kept), kept_bytes=total)
+
+
+def _remove_old_files(directory: Path, *, cutoff: float) -> None:
+    if not directory.is_dir():
+        return
+    for path in directory.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
 
 
 def _hash_file(path: Path) -> str:

@@ -21,19 +21,24 @@ from hatch_jib.image.reference import Reference, parse_reference
 __all__ = [
     "SCHEMA",
     "Auth",
+    "ConfigEntry",
     "ContainerConfig",
     "ExtraDirectory",
     "FromConfig",
     "JibConfig",
     "PythonConfig",
     "ToConfig",
+    "effective_config",
     "env_var_for",
+    "format_config",
     "load_config",
+    "schema_keys",
 ]
 
 # Leaf types of the schema.
 STR, BOOL, STR_LIST, STR_MAP = "string", "boolean", "array of strings", "table of strings"
 INT = "positive integer"
+ARRAY_OF_TABLES = "array of tables"
 _AUTH = {"username": STR, "password": STR}
 _EXTRA_DIRECTORY = {
     "from": STR,
@@ -175,10 +180,14 @@ def load_config(
     *,
     project_root: Path,
     version: str = "",
+    name: str = "",
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> JibConfig:
-    """Validate `[tool.jib]`, overlaid by `JIB_*` variables, overlaid by CLI `overrides`."""
+    """Validate `[tool.jib]`, overlaid by `JIB_*` variables, overlaid by CLI `overrides`.
+
+    `version` and `name` fill the `{version}` and `{name}` placeholders in `to.tags`.
+    """
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = _deep_copy(table or {})
     sources: dict[str, str] = {}
@@ -190,16 +199,17 @@ def load_config(
 
     # Overlay the environment, then the command line.
     for path, kind in _schema_leaves(SCHEMA):
-        name = env_var_for(path)
-        if environ.get(name):
-            _set_path(raw, path, _parse_env(environ[name], kind, name))
-            sources[path] = f"env {name}"
+        variable = env_var_for(path)
+        if environ.get(variable):
+            _set_path(raw, path, _parse_env(environ[variable], kind, variable))
+            sources[path] = f"env {variable}"
     for path, value in (overrides or {}).items():
         if value is not None:
             _set_path(raw, path, value)
             sources[path] = "command line"
 
-    return _build(raw, project_root=project_root, version=version, sources=sources)
+    placeholders = {"version": version, "name": name}
+    return _build(raw, project_root=project_root, placeholders=placeholders, sources=sources)
 
 
 # --- shape checking ---------------------------------------------------------------------------
@@ -241,14 +251,24 @@ def _unknown_key(path: str, key: str, schema: dict[str, Any]) -> ConfigError:
     return ConfigError(f"Unknown key `{path}.{key}`", hint=hint)
 
 
-def _schema_leaves(schema: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+def schema_keys() -> list[tuple[str, str]]:
+    """Every settable key path with its type, in schema order (what the README documents)."""
+    return _schema_leaves(SCHEMA, tables=True)
+
+
+def _schema_leaves(
+    schema: dict[str, Any], prefix: str = "", *, tables: bool = False
+) -> list[tuple[str, str]]:
+    # Arrays of tables have no single env var, so only `tables=True` lists them.
     leaves: list[tuple[str, str]] = []
     for key, kind in schema.items():
         path = f"{prefix}{key}"
         if isinstance(kind, dict):
-            leaves.extend(_schema_leaves(kind, f"{path}."))
+            leaves.extend(_schema_leaves(kind, f"{path}.", tables=tables))
         elif isinstance(kind, str):
             leaves.append((path, kind))
+        elif tables:
+            leaves.append((path, ARRAY_OF_TABLES))
     return leaves
 
 
@@ -306,7 +326,11 @@ def _deep_copy(value: Any) -> Any:
 
 
 def _build(
-    raw: dict[str, Any], *, project_root: Path, version: str, sources: dict[str, str]
+    raw: dict[str, Any],
+    *,
+    project_root: Path,
+    placeholders: Mapping[str, str],
+    sources: dict[str, str],
 ) -> JibConfig:
     from_raw, to_raw = raw.get("from", {}), raw.get("to", {})
     if not from_raw.get("image"):
@@ -324,7 +348,7 @@ def _build(
         image=parse_reference(to_raw["image"], key="tool.jib.to.image")
         if to_raw.get("image")
         else None,
-        tags=_tags(to_raw.get("tags"), version),
+        tags=_tags(to_raw.get("tags"), placeholders),
         auth=_auth(to_raw.get("auth"), "tool.jib.to.auth", sources, "to"),
         cred_helper=to_raw.get("cred-helper"),
     )
@@ -373,14 +397,17 @@ def _auth(raw: dict[str, Any] | None, path: str, sources: dict[str, str], side: 
     return Auth(raw["username"], raw["password"], source=label)
 
 
-def _tags(values: list[str] | None, version: str) -> tuple[str, ...]:
+def _tags(values: list[str] | None, placeholders: Mapping[str, str]) -> tuple[str, ...]:
     tags = []
     for index, template in enumerate(values or ["latest"]):
-        tag = template.replace("{version}", version)
+        tag = template
+        for placeholder, value in placeholders.items():
+            tag = tag.replace(f"{{{placeholder}}}", value)
         if "{" in tag or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
             raise ConfigError(
                 f"`tool.jib.to.tags[{index}]` = {template!r} gives the invalid tag {tag!r}",
-                hint="tags may hold letters, digits, _ . and -; {version} is the only placeholder",
+                hint="tags may hold letters, digits, _ . and -;"
+                " the placeholders are {version} and {name}",
             )
         tags.append(tag)
     return tuple(dict.fromkeys(tags))
@@ -512,3 +539,89 @@ def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDi
             )
         )
     return tuple(result)
+
+
+# --- the effective configuration, for --print-config -------------------------------------------
+
+_MASK = "***"
+_SECRET_NAME = re.compile(r"passw|secret|token|credential|api[_-]?key|private", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One schema key's effective value and where it came from; secrets already masked."""
+
+    key: str
+    value: Any
+    source: str
+
+
+def effective_config(config: JibConfig) -> tuple[ConfigEntry, ...]:
+    """Every schema key, in schema order, with its value (None when unset) and its source."""
+    entries = []
+    for path, _kind in schema_keys():
+        value = _plain(_lookup(config, path))
+        if path.endswith(".password") and value is not None:
+            value = _MASK
+        elif isinstance(value, dict):
+            value = {k: _MASK if _SECRET_NAME.search(k) else v for k, v in value.items()}
+        entries.append(ConfigEntry(path, value, config.sources.get(path, "default")))
+    return tuple(entries)
+
+
+def format_config(config: JibConfig) -> str:
+    """The effective configuration as TOML-like lines, each with its source as a comment."""
+    lines = []
+    for entry in effective_config(config):
+        text = "(unset)" if entry.value is None else _toml_value(entry.value)
+        lines.append((f"{entry.key} = {text}", entry.source))
+    width = max(len(line) for line, _ in lines)
+    return "\n".join(f"{line:<{width}}  # {source}" for line, source in lines) + "\n"
+
+
+def _lookup(config: JibConfig, path: str) -> Any:
+    # Schema keys map to attributes: kebab-case to snake_case, `from` to `from_`.
+    node: Any = config
+    for part in path.split("."):
+        name = "from_" if part == "from" else part.replace("-", "_")
+        if node is None:
+            return None
+        node = getattr(node, name)
+    return node
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (Reference, Platform, Path)):
+        return str(value)
+    if isinstance(value, ExtraDirectory):
+        return {
+            "from": str(value.source),
+            "into": value.into,
+            "includes": list(value.includes),
+            "excludes": list(value.excludes),
+            "permissions": dict(value.permissions),
+        }
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        pairs = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + pairs + " }" if pairs else "{}"
+    return str(value)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)

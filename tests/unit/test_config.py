@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from hatch_jib.config import env_var_for, load_config
+from hatch_jib.config import (
+    effective_config,
+    env_var_for,
+    format_config,
+    load_config,
+    schema_keys,
+)
 from hatch_jib.errors import ConfigError
 
 ROOT = Path("/project")
@@ -101,3 +107,40 @@ def test_ports_get_a_protocol():
     config = load_config(table, project_root=ROOT, environ={})
 
     assert config.container.ports == ("8000/tcp", "9000-9002/udp")
+
+
+def test_name_and_version_placeholders_fill_tags():
+    table = {**BASE, "to": {"tags": ["{name}-{version}", "{version}", "latest"]}}
+
+    config = load_config(table, project_root=ROOT, version="1.2.0", name="my-app", environ={})
+
+    assert config.to.tags == ("my-app-1.2.0", "1.2.0", "latest")
+
+
+def test_empty_tag_list_means_latest():
+    table = {**BASE, "to": {"image": "reg.io/app", "tags": []}}
+
+    config = load_config(table, project_root=ROOT, environ={})
+
+    assert config.to.tags == ("latest",)
+
+
+def test_effective_config_lists_every_key_with_its_source_and_masks_secrets():
+    table = {**BASE, "container": {"environment": {"API_TOKEN": "tok-123", "MODE": "prod"}}}
+    environ = {"JIB_TO_AUTH_USERNAME": "ci", "JIB_TO_AUTH_PASSWORD": "s3cret-value"}
+
+    config = load_config(
+        table, project_root=ROOT, environ=environ, overrides={"to.image": "reg.io/app"}
+    )
+    entries = {entry.key: entry for entry in effective_config(config)}
+    text = format_config(config)
+
+    assert list(entries) == [key for key, _ in schema_keys()]
+    assert entries["from.image"].source == "pyproject.toml"
+    assert entries["to.image"].source == "command line"
+    assert entries["to.auth.password"].source == "env JIB_TO_AUTH_PASSWORD"
+    assert entries["to.auth.password"].value == "***"
+    assert entries["container.environment"].value == {"API_TOKEN": "***", "MODE": "prod"}
+    assert entries["container.working-directory"].source == "default"
+    assert "s3cret-value" not in text and "tok-123" not in text
+    assert 'to.image = "reg.io/app:latest"' in text

@@ -1,0 +1,75 @@
+"""`BlobStore.prune`: old blobs go, then the least recently used until the rest fit."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hatch_jib.cache import BlobStore, cache_in_use
+from hatch_jib.errors import BuildError
+
+NOW = 1_700_000_000.0
+DAY = 86400.0
+
+
+def put(store: BlobStore, data: bytes, *, age_days: float) -> str:
+    digest = store.put_bytes(data)
+    stamp = NOW - age_days * DAY
+    os.utime(store.path(digest), (stamp, stamp))
+    return digest
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "cache")
+
+
+def test_prune_removes_blobs_unused_for_longer_than_the_limit(store):
+    old = put(store, b"old" * 100, age_days=40)
+    fresh = put(store, b"fresh", age_days=1)
+
+    report = store.prune(older_than=30 * DAY, now=NOW)
+
+    assert [blob.digest for blob in report.removed] == [old]
+    assert report.freed_bytes == 300
+    assert not store.has(old) and store.has(fresh)
+    assert (report.kept, report.kept_bytes) == (1, 5)
+
+
+def test_prune_to_a_size_removes_the_least_recently_used_first(store):
+    oldest = put(store, b"a" * 100, age_days=3)
+    middle = put(store, b"b" * 100, age_days=2)
+    newest = put(store, b"c" * 100, age_days=1)
+
+    report = store.prune(max_size=150, now=NOW)
+
+    assert [blob.digest for blob in report.removed] == [oldest, middle]
+    assert store.has(newest) and not store.has(middle)
+
+
+def test_prune_waits_for_a_running_build_and_gives_up_with_a_message(store):
+    put(store, b"x", age_days=99)
+    with cache_in_use(store.root), pytest.raises(BuildError, match="in use by a running build"):
+        store.prune(older_than=0, wait=0.3, now=NOW)
+
+
+def test_prune_proceeds_once_the_build_releases_the_cache(store):
+    digest = put(store, b"x", age_days=99)
+    held = threading.Event()
+
+    def build() -> None:
+        with cache_in_use(store.root):
+            held.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    held.wait()
+    report = store.prune(older_than=DAY, wait=5, now=NOW)
+    thread.join()
+
+    assert [blob.digest for blob in report.removed] == [digest]
