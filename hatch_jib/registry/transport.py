@@ -145,6 +145,8 @@ class Transport:
             return True
         return is_loopback(host)
 
+    # TODO(#3): share what a host speaks between the base and target clients of one build;
+    # each Transport probes `/v2/` once today, so a same-registry build probes twice.
     def _settle_scheme(self) -> str:
         with self._lock:
             if self._scheme is None:
