@@ -72,8 +72,12 @@ def build_project(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     debug: bool = False,
+    previous: BuildResult | None = None,
 ) -> BuildResult:
-    """Build `root`'s image into `directory`; raises JibError subclasses on user errors."""
+    """Build `root`'s image into `directory`; raises JibError subclasses on user errors.
+
+    `previous` is an earlier output's result from this same build, whose images are reused.
+    """
     project, config = load_build_config(root, overrides=overrides, environ=environ)
     check_project(project, config)
     setup_console(config.console, debug=debug)
@@ -86,7 +90,7 @@ def build_project(
 
     # A shared hold on the cache keeps `hatch-jib cache prune` from removing blobs mid-build.
     with cache_in_use(config.cache_dir or default_cache_dir()):
-        return run_build(plan)
+        return run_build(plan, previous)
 
 
 def _tag_name(name: str) -> str:

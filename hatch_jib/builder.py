@@ -1,8 +1,9 @@
-"""The hatch builder: `hatch build -t jib[:registry|tar]` runs the image build."""
+"""The hatch builder: `hatch build -t jib[:registry|tar|oci|docker]` runs the image build."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from hatchling.builders.plugin.interface import BuilderInterface
 
 from hatch_jib.build import build_project
 from hatch_jib.console import debug_requested, report_failure
+from hatch_jib.pipeline import BuildResult
 
 __all__ = ["JibBuilder"]
 
@@ -21,8 +23,18 @@ class JibBuilder(BuilderInterface):
 
     PLUGIN_NAME = "jib"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Hatch calls one version at a time; later ones reuse the first one's images.
+        self._last_result: BuildResult | None = None
+
     def get_version_api(self) -> dict[str, Callable[..., str]]:
-        return {"registry": self.build_registry, "tar": self.build_tar}
+        return {
+            "registry": self.build_registry,
+            "tar": self.build_tar,
+            "oci": self.build_oci,
+            "docker": self.build_docker,
+        }
 
     def get_default_versions(self) -> list[str]:
         table = self.metadata.config.get("tool", {}).get("jib", {}) or {}
@@ -32,6 +44,9 @@ class JibBuilder(BuilderInterface):
     def clean(self, directory: str, versions: list[str]) -> None:
         for path in Path(directory).glob("*.image.tar"):
             path.unlink()
+        for path in Path(directory).glob("*.oci"):
+            if path.is_dir():
+                shutil.rmtree(path)
 
     def build_registry(self, directory: str, **build_data: Any) -> str:
         return self._build(directory, ("registry",))
@@ -39,16 +54,27 @@ class JibBuilder(BuilderInterface):
     def build_tar(self, directory: str, **build_data: Any) -> str:
         return self._build(directory, ("tar",))
 
+    def build_oci(self, directory: str, **build_data: Any) -> str:
+        return self._build(directory, ("oci",))
+
+    def build_docker(self, directory: str, **build_data: Any) -> str:
+        return self._build(directory, ("docker",))
+
     def _build(self, directory: str, outputs: tuple[str, ...]) -> str:
         # Hatch shows a traceback for any exception, so every failure becomes a message and
         # an exit status: 1 for a failed build, 2 for bad configuration, as `hatch-jib` has.
         debug = debug_requested() or getattr(self.app, "verbosity", 0) >= 2
         try:
             result = build_project(
-                Path(self.root), directory=Path(directory), outputs=outputs, debug=debug
+                Path(self.root),
+                directory=Path(directory),
+                outputs=outputs,
+                debug=debug,
+                previous=self._last_result,
             )
         except (Exception, KeyboardInterrupt) as error:
             code = report_failure(error, debug=debug)
             sys.stderr.flush()
             raise SystemExit(code) from None
+        self._last_result = result
         return str(result.artifacts[-1])

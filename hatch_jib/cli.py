@@ -26,6 +26,8 @@ _BUILD_EXAMPLES = """\
 examples:
   hatch-jib build --to registry.example.com/team/app --tag 1.2.0 --tag latest
   hatch-jib build path/to/project --tar
+  hatch-jib build --to registry.example.com/team/app --tar --oci --docker
+  hatch-jib build --platform linux/amd64 --platform linux/arm64 --oci
   JIB_TO_AUTH_USERNAME=ci JIB_TO_AUTH_PASSWORD=$TOKEN hatch-jib build --plain
   hatch-jib build --to ghcr.io/team/app --print-config     # show what would be used
 
@@ -81,10 +83,12 @@ def _add_build(commands: Any, common: argparse.ArgumentParser) -> None:
     build.add_argument("--tag", action="append", metavar="TAG", help="tag to push (repeatable)")
     build.add_argument("--from", dest="from_image", metavar="IMAGE", help="base image")
     build.add_argument("--platform", action="append", metavar="OS/ARCH", help="target platform")
-    build.add_argument("--tar", action="store_true", help="write a docker-archive tar")
-    build.add_argument("--oci", action="store_true", help="write an OCI image layout")
-    build.add_argument("--docker", action="store_true", help="load into the Docker daemon")
-    build.add_argument("--registry", action="store_true", help="push to the registry")
+    # Output flags combine: the image is built once and written to each.
+    outputs = build.add_argument_group("outputs (default: --registry with --to, else --tar)")
+    outputs.add_argument("--registry", action="store_true", help="push to the target image")
+    outputs.add_argument("--tar", action="store_true", help="write a docker-archive tar to dist/")
+    outputs.add_argument("--oci", action="store_true", help="write an OCI image layout to dist/")
+    outputs.add_argument("--docker", action="store_true", help="load into the Docker daemon")
     build.add_argument("--offline", action="store_true", default=None, help="use only the cache")
     build.add_argument("--plain", action="store_true", help="plain log lines, no live display")
     build.add_argument(

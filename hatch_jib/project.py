@@ -26,6 +26,9 @@ class Project:
     optional_dependencies: dict[str, tuple[str, ...]]
     scripts: dict[str, str]
     jib_table: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    license: str = ""
+    urls: dict[str, str] = field(default_factory=dict)
 
     def requirements(self, extras: tuple[str, ...] = ()) -> list[str]:
         """Core dependencies plus those of the chosen extras."""
@@ -63,6 +66,9 @@ def load_project(root: Path) -> Project:
             optional_dependencies={k: tuple(v) for k, v in core.optional_dependencies.items()},
             scripts=dict(core.scripts),
             jib_table=dict(metadata.config.get("tool", {}).get("jib", {}) or {}),
+            description=core.description,
+            license=core.license_expression or core.license,
+            urls=dict(core.urls),
         )
     except (ValueError, TypeError, OSError) as error:
         raise ConfigError(f"{pyproject}: {error}", hint="fix the [project] table") from error

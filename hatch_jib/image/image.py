@@ -9,7 +9,7 @@ from typing import Protocol
 from hatch_jib.image.descriptor import Descriptor, sha256_digest
 from hatch_jib.image.platform import Platform
 
-__all__ = ["BlobSource", "Image", "ImageLayer"]
+__all__ = ["BlobSource", "BuiltImage", "Image", "ImageIndex", "ImageLayer"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,33 @@ class Image:
     @property
     def format(self) -> str:
         return "oci" if ".oci." in self.manifest_media_type else "docker"
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        """The single-platform images this stands for: itself."""
+        return (self,)
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """A multi-platform image: an OCI index or Docker manifest list over finished images."""
+
+    manifest_media_type: str
+    manifest_bytes: bytes
+    images: tuple[Image, ...]
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest_bytes)
+
+    @property
+    def image_id(self) -> str:
+        # An index has no config; like Jib, report the first platform's.
+        return self.images[0].image_id
+
+
+# What a build produces and every output accepts: one image, or an index over several.
+BuiltImage = Image | ImageIndex
 
 
 class BlobSource(Protocol):

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from hatch_jib.image.image import Image
+from hatch_jib.image.image import BuiltImage, ImageIndex, ImageLayer
 from hatch_jib.image.reference import Reference
 from hatch_jib.registry.client import RegistryClient
 
@@ -30,7 +30,7 @@ class BlobPush:
 
 
 def push_image(
-    image: Image,
+    built: BuiltImage,
     *,
     client: RegistryClient,
     target: Reference,
@@ -38,22 +38,35 @@ def push_image(
     blob_path: Callable[[str], Path],
     mount_from: str | None = None,
 ) -> list[BlobPush]:
-    """Push `image` to `target` under every tag; return what happened to each layer blob."""
+    """Push `built` to `target` under every tag; return what happened to each layer blob.
 
-    # Layers in parallel; the config only after all of them, the manifests last.
-    def push_layer(index: int) -> BlobPush:
-        layer = image.layers[index]
+    Blobs go first (each once, however many platforms share it), then each platform's
+    config and manifest by digest, then the top manifest or index under every tag, so a
+    tag never points at something the registry does not hold.
+    """
+    layers: dict[str, ImageLayer] = {}
+    for image in built.images:
+        for layer in image.layers:
+            layers.setdefault(layer.descriptor.digest, layer)
+
+    def push_layer(layer: ImageLayer) -> BlobPush:
         source = mount_from if layer.from_base else None
         return _push_blob(
             client, layer.descriptor.digest, layer.descriptor.size, layer.name, blob_path, source
         )
 
     with ThreadPoolExecutor(MAX_CONNECTIONS) as pool:
-        results = list(pool.map(push_layer, range(len(image.layers))))
-    _push_blob(client, image.config.digest, image.config.size, "config", blob_path, None)
+        results = list(pool.map(push_layer, layers.values()))
+    for image in built.images:
+        _push_blob(client, image.config.digest, image.config.size, "config", blob_path, None)
 
+    # Children of an index by digest first; the tags last.
+    if isinstance(built, ImageIndex):
+        for image in built.images:
+            client.put_manifest(image.digest, image.manifest_bytes, image.manifest_media_type)
+            log.info("Pushed manifest %s@%s (%s)", target.context, image.digest, image.platform)
     for tag in tags:
-        digest = client.put_manifest(tag, image.manifest_bytes, image.manifest_media_type)
+        digest = client.put_manifest(tag, built.manifest_bytes, built.manifest_media_type)
         log.info("Pushed manifest %s:%s (%s)", target.context, tag, digest)
     return results
 

@@ -10,46 +10,34 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hatch_jib.image.descriptor import Descriptor, MediaType, digest_hex
-from hatch_jib.image.image import Image
-from hatch_jib.image.manifest import serialize
+from hatch_jib.image.image import BuiltImage
+from hatch_jib.outputs.layout import LAYOUT_VERSION, blob_name, layout_blobs, layout_index
 
 __all__ = ["write_image_tar"]
 
 
 def write_image_tar(
-    image: Image,
+    built: BuiltImage,
     destination: Path,
     *,
     repo_tags: Sequence[str],
     blob_path: Callable[[str], Path],
     mtime: int = 1,
 ) -> Path:
-    """Write `image` to `destination` atomically; `repo_tags` are `name:tag` strings."""
-    # Docker's manifest.json points at blobs by path; the OCI index points at the manifest.
+    """Write `built` to `destination` atomically; `repo_tags` are `name:tag` strings.
+
+    For a multi-platform image the OCI `index.json` points at the whole index, while
+    Docker's `manifest.json` names only the first platform's image: Docker tags one image
+    per name, and readers of docker-archive expect a single entry.
+    """
+    image = built.images[0]
     docker_manifest = [
         {
-            "Config": _blob_name(image.config.digest),
+            "Config": blob_name(image.config.digest),
             "RepoTags": list(repo_tags),
-            "Layers": [_blob_name(layer.descriptor.digest) for layer in image.layers],
+            "Layers": [blob_name(layer.descriptor.digest) for layer in image.layers],
         }
     ]
-    manifest_desc = Descriptor(
-        image.manifest_media_type,
-        image.digest,
-        len(image.manifest_bytes),
-        annotations={
-            "io.containerd.image.name": repo_tags[0],
-            "org.opencontainers.image.ref.name": repo_tags[0].rpartition(":")[2],
-        }
-        if repo_tags
-        else None,
-    )
-    index = {
-        "schemaVersion": 2,
-        "mediaType": MediaType.OCI_INDEX,
-        "manifests": [manifest_desc.to_json()],
-    }
 
     # Write to a temp file beside the destination and rename, so no half tar is left behind.
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -59,27 +47,20 @@ def write_image_tar(
         with tarfile.open(temp_name, "w", format=tarfile.PAX_FORMAT) as tar:
             _add_dir(tar, "blobs", mtime)
             _add_dir(tar, "blobs/sha256", mtime)
-            written: set[str] = set()
-            for layer in image.layers:
-                digest = layer.descriptor.digest
-                if digest not in written:
-                    written.add(digest)
-                    _add_file(tar, _blob_name(digest), blob_path(digest), mtime)
-            _add_bytes(tar, _blob_name(image.config.digest), image.config_bytes, mtime)
-            _add_bytes(tar, _blob_name(image.digest), image.manifest_bytes, mtime)
-            _add_bytes(tar, "index.json", serialize(index), mtime)
+            for blob in layout_blobs(built, blob_path):
+                if blob.source is not None:
+                    _add_file(tar, blob_name(blob.digest), blob.source, mtime)
+                else:
+                    _add_bytes(tar, blob_name(blob.digest), blob.data or b"", mtime)
+            _add_bytes(tar, "index.json", layout_index(built, repo_tags), mtime)
             _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode(), mtime)
-            _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', mtime)
+            _add_bytes(tar, "oci-layout", LAYOUT_VERSION, mtime)
         os.chmod(temp_name, 0o644)
         os.replace(temp_name, destination)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return destination
-
-
-def _blob_name(digest: str) -> str:
-    return f"blobs/sha256/{digest_hex(digest)}"
 
 
 def _info(name: str, mtime: int) -> tarfile.TarInfo:

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hatch_jib.cache import BlobStore, default_cache_dir
 from hatch_jib.config import JibConfig
 from hatch_jib.errors import ConfigError
-from hatch_jib.image.image import Image
+from hatch_jib.image.image import BuiltImage, Image
+from hatch_jib.image.reference import DOCKER_HUB
+from hatch_jib.outputs.docker import DockerDaemon, find_daemon, load_image
 from hatch_jib.outputs.files import write_result_files
+from hatch_jib.outputs.oci import write_oci_layout
 from hatch_jib.outputs.registry import push_image
 from hatch_jib.outputs.tar import write_image_tar
 from hatch_jib.pipeline import steps
 from hatch_jib.project import Project
 from hatch_jib.python.target import PythonOverrides
+from hatch_jib.registry.client import RegistryClient
 
-__all__ = ["OUTPUTS", "BuildPlan", "BuildResult", "LayerReport", "run_build"]
+__all__ = ["OUTPUTS", "BuildPlan", "BuildResult", "LayerReport", "PlatformReport", "run_build"]
 
 log = logging.getLogger("hatch_jib")
 
-OUTPUTS = ("registry", "tar")
+OUTPUTS = ("registry", "tar", "oci", "docker")
+# The final log line names the most telling output, in Jib's words.
+_FINAL_VERBS = {
+    "registry": "Built and pushed image as",
+    "docker": "Built image to Docker daemon as",
+    "tar": "Built image tar as",
+    "oci": "Built OCI image layout as",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,15 @@ class LayerReport:
 
 
 @dataclass(frozen=True)
+class PlatformReport:
+    """One platform's image in the result: its manifest digest and config digest."""
+
+    platform: str
+    digest: str
+    image_id: str
+
+
+@dataclass(frozen=True)
 class BuildResult:
     image: str
     image_digest: str
@@ -51,136 +74,288 @@ class BuildResult:
     pushed: bool
     layers: tuple[LayerReport, ...]
     artifacts: tuple[Path, ...] = field(default=())
+    platforms: tuple[PlatformReport, ...] = field(default=())
+    outputs: tuple[str, ...] = field(default=())
+    # The images themselves, so another output of the same build need not rebuild them.
+    built: BuiltImage | None = field(default=None, repr=False, compare=False)
 
 
-def run_build(plan: BuildPlan) -> BuildResult:
-    """Run the pipeline for `plan`; raise a JibError subclass on any user-facing failure."""
+def run_build(plan: BuildPlan, previous: BuildResult | None = None) -> BuildResult:
+    """Run the pipeline for `plan`; raise a JibError subclass on any user-facing failure.
+
+    `previous` is the result of an earlier output of the same build (hatch calls one
+    target version at a time): its images are reused, and the result files report both.
+    """
     config = plan.config
     _check_outputs(plan)
     store = BlobStore(config.cache_dir or default_cache_dir())
-    options = steps.transport_options(config)
-    platform = config.from_.platforms[0]
-    if len(config.from_.platforms) > 1:
-        # TODO(#6): build one image per platform and push an index.
-        raise ConfigError(
-            "Several `tool.jib.from.platforms` are not supported yet",
-            hint="list a single platform",
-        )
 
-    # Pull the base and build the app layers; the wheel build needs the target first.
-    base_ref = config.from_.image
-    with steps.connect(
-        base_ref, auth=config.from_.auth, options=options, cred_helper=config.from_.cred_helper
-    ) as base_client:
-        base = steps.pull_base_image(base_ref, base_client, store, platform)
-        python = config.python
-        overrides = PythonOverrides(
-            version=python.version,
-            implementation=python.implementation,
-            libc=python.libc,
-            platform_tags=python.platform_tags,
-        )
-        target = steps.detect_target_profile(base, store, overrides)
-        app = steps.build_application_layers(plan.project, config, target, store)
-        venv = f"{config.container.app_root.rstrip('/')}/.venv"
-        environment = steps.image_environment(config, base, venv)
-        image = steps.assemble_image(base, app, config, environment)
-        store.put_bytes(image.config_bytes, expected=image.config.digest)
+    # Find the daemon before any work, so a missing one fails fast and leaves nothing behind.
+    daemon = find_daemon() if "docker" in plan.outputs else None
 
-        def blob_path(digest: str) -> Path:
-            path = store.verified_path(digest)
-            return path if path is not None else base.client.fetch_blob(digest, store)
-
-        return _write_outputs(plan, image, store, base, blob_path)
+    if previous is not None and previous.built is not None:
+        built = previous.built
+        log.info("Reusing the image built for %s", ", ".join(previous.outputs) or "the last output")
+    else:
+        built = _build_images(plan, store)
+    blobs = _BaseBlobs(store, config)
+    try:
+        return _write_outputs(plan, built, blobs, daemon, previous)
+    finally:
+        blobs.close()
 
 
 def _check_outputs(plan: BuildPlan) -> None:
     unknown = [name for name in plan.outputs if name not in OUTPUTS]
     if unknown:
-        # TODO(#6): the oci and docker outputs.
         raise ConfigError(
-            f"Output {unknown[0]!r} is not supported yet", hint=f"use one of: {', '.join(OUTPUTS)}"
+            f"Unknown output {unknown[0]!r}", hint=f"use one of: {', '.join(OUTPUTS)}"
         )
     if "registry" in plan.outputs and plan.config.to.image is None:
         raise ConfigError(
             "The registry output needs `tool.jib.to.image`",
             hint="set it in pyproject.toml or JIB_TO_IMAGE, or build the tar output instead",
         )
+    platforms = [platform.normalized() for platform in plan.config.from_.platforms]
+    repeated = sorted({str(p) for p in platforms if platforms.count(p) > 1})
+    if repeated:
+        raise ConfigError(
+            f"`tool.jib.from.platforms` lists {repeated[0]} more than once",
+            hint="list each platform once (linux/arm64 and linux/arm64/v8 are the same)",
+        )
+
+
+def _build_images(plan: BuildPlan, store: BlobStore) -> BuiltImage:
+    """One image per platform; several become an index in the format of the first."""
+    config = plan.config
+    base_ref = config.from_.image
+    metadata = steps.project_metadata(plan.project)
+    with steps.connect(
+        base_ref,
+        auth=config.from_.auth,
+        options=steps.transport_options(config),
+        cred_helper=config.from_.cred_helper,
+    ) as base_client:
+        bases = [
+            steps.pull_base_image(
+                base_ref, base_client, store, platform, warn_unpinned=position == 0
+            )
+            for position, platform in enumerate(config.from_.platforms)
+        ]
+        image_format = config.container.format or bases[0].manifest.format
+        images = [_build_platform(plan, base, store, image_format, metadata) for base in bases]
+    if len(images) == 1:
+        return images[0]
+    return steps.assemble_index(images, image_format=image_format, annotations=metadata)
+
+
+def _build_platform(
+    plan: BuildPlan,
+    base: steps.BaseImage,
+    store: BlobStore,
+    image_format: str,
+    metadata: dict[str, str],
+) -> Image:
+    # Layers that come out the same for every platform (code, resources) are cache hits
+    # after the first platform: the layer selector maps equal inputs to the same blob.
+    config = plan.config
+    python = config.python
+    overrides = PythonOverrides(
+        version=python.version,
+        implementation=python.implementation,
+        libc=python.libc,
+        platform_tags=python.platform_tags,
+    )
+    target = steps.detect_target_profile(base, store, overrides)
+    app = steps.build_application_layers(plan.project, config, target, store)
+    venv = f"{config.container.app_root.rstrip('/')}/.venv"
+    environment = steps.image_environment(config, base, venv)
+    image = steps.assemble_image(
+        base, app, config, environment, image_format=image_format, metadata=metadata
+    )
+    store.put_bytes(image.config_bytes, expected=image.config.digest)
+    return image
+
+
+class _BaseBlobs:
+    """Blob files for the outputs: from the cache, else fetched from the base registry.
+
+    The base registry is only contacted when an output needs a blob the cache lacks
+    (a registry target that already holds, or can mount, a base layer needs none).
+    """
+
+    def __init__(self, store: BlobStore, config: JibConfig) -> None:
+        self._store = store
+        self._config = config
+        self._client: RegistryClient | None = None
+        self._lock = threading.Lock()
+
+    def path(self, digest: str) -> Path:
+        cached = self._store.verified_path(digest)
+        if cached is not None:
+            return cached
+        return self._base_client().fetch_blob(digest, self._store)
+
+    def _base_client(self) -> RegistryClient:
+        with self._lock:
+            if self._client is None:
+                base = self._config.from_
+                self._client = steps.connect(
+                    base.image,
+                    auth=base.auth,
+                    options=steps.transport_options(self._config),
+                    cred_helper=base.cred_helper,
+                )
+            return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 def _write_outputs(
-    plan: BuildPlan, image: Image, store: BlobStore, base: steps.BaseImage, blob_path
+    plan: BuildPlan,
+    built: BuiltImage,
+    blobs: _BaseBlobs,
+    daemon: DockerDaemon | None,
+    previous: BuildResult | None,
 ) -> BuildResult:
     config, project = plan.config, plan.project
-    target = config.to.image
+    name = _image_name(plan)
     tags = config.to.tags
-    name = target.context if target else project.name.lower().replace("_", "-")
-    pushed_digests: set[str] = set()
+    repo_tags = [f"{name}:{tag}" for tag in tags]
+    pushed = {layer.digest for layer in previous.layers if layer.pushed} if previous else set()
     artifacts: list[Path] = []
+    stem = f"{project.name}-{project.version}"
+    mtime = config.container.files_modification_time
 
-    if "registry" in plan.outputs and target is not None:
-        mount_from = (
-            base.reference.repository if base.reference.registry == target.registry else None
-        )
-        with steps.connect(
-            target,
-            auth=config.to.auth,
-            options=steps.transport_options(config),
-            cred_helper=config.to.cred_helper,
-            push=True,
-            mount_from=[mount_from] if mount_from else [],
-        ) as client:
-            pushes = push_image(
-                image,
-                client=client,
-                target=target,
-                tags=tags,
-                blob_path=blob_path,
-                mount_from=mount_from,
-            )
-        pushed_digests = {item.digest for item in pushes if item.outcome != "skipped"}
+    if "registry" in plan.outputs:
+        pushed |= _push(plan, built, blobs)
     if "tar" in plan.outputs:
-        tar_path = plan.directory / f"{project.name}-{project.version}.image.tar"
-        write_image_tar(
-            image,
-            tar_path,
-            repo_tags=[f"{name}:{tag}" for tag in tags],
-            blob_path=blob_path,
-            mtime=config.container.files_modification_time,
-        )
+        tar_path = plan.directory / f"{stem}.image.tar"
+        write_image_tar(built, tar_path, repo_tags=repo_tags, blob_path=blobs.path, mtime=mtime)
         log.info("Wrote image tar %s", tar_path)
         artifacts.append(tar_path)
+    if "oci" in plan.outputs:
+        layout = plan.directory / f"{stem}.oci"
+        write_oci_layout(built, layout, repo_tags=repo_tags, blob_path=blobs.path)
+        log.info("Wrote OCI image layout %s", layout)
+        artifacts.append(layout)
+    if daemon is not None:
+        load_image(built, daemon, repo_tags=repo_tags, blob_path=blobs.path, mtime=mtime)
 
-    layers = tuple(
-        LayerReport(
-            layer.name,
-            layer.descriptor.digest,
-            layer.descriptor.size,
-            layer.descriptor.digest in pushed_digests,
+    outputs = tuple(dict.fromkeys((*(previous.outputs if previous else ()), *plan.outputs)))
+    recorded_push = False
+    if "registry" not in plan.outputs:
+        # This run's own push report is authoritative; without one, keep the last one's.
+        recorded_pushes, recorded_push = _recorded_pushes(plan.directory, name, built.digest)
+        pushed |= recorded_pushes
+    result = _result(name, tags, built, pushed, outputs)
+    if recorded_push and not result.pushed:
+        result = BuildResult(**{**result.__dict__, "pushed": True})
+    artifacts.insert(0, write_result_files(plan.directory, _summary(result)))
+    final = next(output for output in _FINAL_VERBS if output in outputs)
+    log.info("%s %s:%s@%s", _FINAL_VERBS[final], name, tags[0] if tags else "latest", built.digest)
+    return BuildResult(**{**result.__dict__, "artifacts": tuple(artifacts)})
+
+
+def _recorded_pushes(directory: Path, name: str, digest: str) -> tuple[set[str], bool]:
+    """What the result files already say was pushed for this very image.
+
+    `hatch build -t jib:registry -t jib:tar` runs each target in its own process; the
+    second must not report the image as unpushed just because it only wrote a tar.
+    """
+    try:
+        earlier = json.loads((directory / "jib-image.json").read_text())
+        if earlier.get("image") != name or earlier.get("imageDigest") != digest:
+            return set(), False
+        layers = {str(item["digest"]) for item in earlier.get("layers", []) if item.get("pushed")}
+        return layers, bool(earlier.get("imagePushed"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set(), False
+
+
+def _push(plan: BuildPlan, built: BuiltImage, blobs: _BaseBlobs) -> set[str]:
+    """Push to `to.image`; return the digests of the blobs that were uploaded or mounted."""
+    config = plan.config
+    target = config.to.image
+    assert target is not None  # _check_outputs made sure
+    base = config.from_.image
+    mount_from = base.repository if base.registry == target.registry else None
+    with steps.connect(
+        target,
+        auth=config.to.auth,
+        options=steps.transport_options(config),
+        cred_helper=config.to.cred_helper,
+        push=True,
+        mount_from=[mount_from] if mount_from else [],
+    ) as client:
+        pushes = push_image(
+            built,
+            client=client,
+            target=target,
+            tags=config.to.tags,
+            blob_path=blobs.path,
+            mount_from=mount_from,
         )
-        for layer in image.layers
-    )
-    result = BuildResult(
+    return {item.digest for item in pushes if item.outcome != "skipped"}
+
+
+def _image_name(plan: BuildPlan) -> str:
+    """The image's name without tag: `to.image`, else the project name."""
+    target = plan.config.to.image
+    if target is None:
+        return plan.project.name.lower().replace("_", "-")
+    if target.registry == DOCKER_HUB:
+        # The name Docker itself shows, not the API host.
+        return f"docker.io/{target.repository}"
+    return target.context
+
+
+def _result(
+    name: str, tags: tuple[str, ...], built: BuiltImage, pushed: set[str], outputs: tuple[str, ...]
+) -> BuildResult:
+    layers: dict[str, LayerReport] = {}
+    for image in built.images:
+        for layer in image.layers:
+            descriptor = layer.descriptor
+            layers.setdefault(
+                descriptor.digest,
+                LayerReport(
+                    layer.name, descriptor.digest, descriptor.size, descriptor.digest in pushed
+                ),
+            )
+    return BuildResult(
         image=name,
-        image_digest=image.digest,
-        image_id=image.image_id,
+        image_digest=built.digest,
+        image_id=built.image_id,
         tags=tags,
-        pushed="registry" in plan.outputs,
-        layers=layers,
+        pushed="registry" in outputs,
+        layers=tuple(layers.values()),
+        platforms=tuple(
+            PlatformReport(str(image.platform), image.digest, image.image_id)
+            for image in built.images
+        ),
+        outputs=outputs,
+        built=built,
     )
-    summary = {
-        "image": name,
+
+
+def _summary(result: BuildResult) -> dict[str, Any]:
+    """The content of jib-image.json."""
+    return {
+        "image": result.image,
         "imageDigest": result.image_digest,
         "imageId": result.image_id,
-        "tags": list(tags),
-        "platforms": [str(image.platform)],
+        "tags": list(result.tags),
+        "platforms": [item.platform for item in result.platforms],
+        "images": [
+            {"platform": item.platform, "digest": item.digest, "imageId": item.image_id}
+            for item in result.platforms
+        ],
         "imagePushed": result.pushed,
         "layers": [
             {"name": item.name, "digest": item.digest, "size": item.size, "pushed": item.pushed}
-            for item in layers
+            for item in result.layers
         ],
     }
-    artifacts.insert(0, write_result_files(plan.directory, summary))
-    verb = "Built and pushed image as" if result.pushed else "Built image tar as"
-    log.info("%s %s:%s@%s", verb, name, tags[0] if tags else "latest", image.digest)
-    return BuildResult(**{**result.__dict__, "artifacts": tuple(artifacts)})

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,9 @@ from hatch_jib.config import Auth, JibConfig
 from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.image.config import ContainerSettings, build_image_config
 from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
-from hatch_jib.image.image import Image, ImageLayer
+from hatch_jib.image.image import Image, ImageIndex, ImageLayer
 from hatch_jib.image.layer import BuiltLayer, build_layer
-from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest
+from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest, serialize
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
 from hatch_jib.project import Project, build_wheel, main_module
@@ -34,12 +35,15 @@ __all__ = [
     "AppLayers",
     "BaseImage",
     "assemble_image",
+    "assemble_index",
     "build_application_layers",
     "choose_entrypoint",
     "connect",
     "detect_target_profile",
+    "git_revision",
     "image_environment",
     "obtain_base_layers",
+    "project_metadata",
     "pull_base_image",
     "transport_options",
 ]
@@ -112,10 +116,15 @@ def connect(
 
 
 def pull_base_image(
-    reference: Reference, client: RegistryClient, store: BlobStore, platform: Platform
+    reference: Reference,
+    client: RegistryClient,
+    store: BlobStore,
+    platform: Platform,
+    *,
+    warn_unpinned: bool = True,
 ) -> BaseImage:
     """Pull the base's manifest (through its index if it has one) and its config."""
-    if not reference.digest:
+    if warn_unpinned and not reference.digest:
         log.warning(
             "Base image %s is not pinned by digest: builds may change when the tag moves", reference
         )
@@ -265,11 +274,59 @@ def choose_entrypoint(
     )
 
 
+def project_metadata(project: Project) -> dict[str, str]:
+    """The `org.opencontainers.image.*` facts `[project]` and git give about the image."""
+    urls = {
+        name.lower().replace(" ", "").replace("-", ""): url for name, url in project.urls.items()
+    }
+    facts = {
+        "title": project.name,
+        "version": project.version,
+        "description": project.description,
+        "licenses": project.license,
+        "url": next((urls[key] for key in _HOME_URL_KEYS if key in urls), ""),
+        "source": next((urls[key] for key in _SOURCE_URL_KEYS if key in urls), ""),
+        "revision": git_revision(project.root) or "",
+    }
+    return {f"{_OCI_PREFIX}.{key}": value for key, value in facts.items() if value}
+
+
+_OCI_PREFIX = "org.opencontainers.image"
+_HOME_URL_KEYS = ("homepage", "home", "documentation", "url")
+_SOURCE_URL_KEYS = ("source", "sourcecode", "repository", "code", "github")
+
+
+def git_revision(root: Path) -> str | None:
+    """The commit `root` is checked out at, or None outside git (or without git)."""
+    try:
+        completed = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--verify", "--quiet", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    revision = completed.stdout.strip()
+    return revision if completed.returncode == 0 and revision else None
+
+
 def assemble_image(
-    base: BaseImage, app: AppLayers, config: JibConfig, environment: dict[str, str]
+    base: BaseImage,
+    app: AppLayers,
+    config: JibConfig,
+    environment: dict[str, str],
+    *,
+    image_format: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Image:
-    """Put base and app layers under one config and manifest, in the chosen format."""
-    image_format = config.container.format or base.manifest.format
+    """Put base and app layers under one config and manifest, in the chosen format.
+
+    `metadata` (see `project_metadata`) becomes config labels and, for OCI, manifest
+    annotations; the user's `labels` and `annotations` win over it.
+    """
+    image_format = image_format or config.container.format or base.manifest.format
     media = _MEDIA[image_format]
 
     # Base layers pass through untouched; only their media type follows the format.
@@ -295,7 +352,7 @@ def assemble_image(
         entrypoint=app.entrypoint,
         args=container.args,
         environment=environment,
-        labels=container.labels,
+        labels={**(metadata or {}), **container.labels},
         ports=container.ports,
         volumes=container.volumes,
         user=container.user,
@@ -314,8 +371,9 @@ def assemble_image(
     annotations = None
     if image_format == "oci":
         annotations = {
-            "org.opencontainers.image.base.name": str(base.reference.with_digest("")).rstrip("@"),
-            "org.opencontainers.image.base.digest": base.manifest_digest,
+            **(metadata or {}),
+            f"{_OCI_PREFIX}.base.name": str(base.reference.with_digest("")).rstrip("@"),
+            f"{_OCI_PREFIX}.base.digest": base.manifest_digest,
             **container.annotations,
         }
     manifest = Manifest(
@@ -329,6 +387,31 @@ def assemble_image(
         config_bytes=config_bytes,
         layers=tuple(layers),
     )
+
+
+def assemble_index(
+    images: Sequence[Image], *, image_format: str, annotations: Mapping[str, str] | None = None
+) -> ImageIndex:
+    """An OCI index (or Docker manifest list) over one image per platform, in their order."""
+    media_type = MediaType.OCI_INDEX if image_format == "oci" else MediaType.DOCKER_LIST
+    manifests = [
+        Descriptor(
+            image.manifest_media_type,
+            image.digest,
+            len(image.manifest_bytes),
+            platform=image.platform.to_json(),
+        ).to_json()
+        for image in images
+    ]
+    document: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": manifests,
+    }
+    # Docker manifest lists have no annotations.
+    if image_format == "oci" and annotations:
+        document["annotations"] = dict(annotations)
+    return ImageIndex(media_type, serialize(document), tuple(images))
 
 
 _MEDIA = {
