@@ -38,6 +38,7 @@ __all__ = [
 # Leaf types of the schema.
 STR, BOOL, STR_LIST, STR_MAP = "string", "boolean", "array of strings", "table of strings"
 SIZE = "size"  # bytes, or a string like "10MB" or "off"
+INT = "positive integer"
 ARRAY_OF_TABLES = "array of tables"
 _AUTH = {"username": STR, "password": STR}
 _EXTRA_DIRECTORY = {
@@ -80,6 +81,8 @@ SCHEMA: dict[str, Any] = {
     "extra-directories": [_EXTRA_DIRECTORY],
     "allow-insecure-registries": STR_LIST,
     "send-credentials-over-http": BOOL,
+    "registry-ca-file": STR,
+    "upload-chunk-size": INT,
     "cache-dir": STR,
     "offline": BOOL,
     "console": STR,
@@ -163,6 +166,8 @@ class JibConfig:
     extra_directories: tuple[ExtraDirectory, ...] = ()
     allow_insecure_registries: frozenset[str] = frozenset()
     send_credentials_over_http: bool = False
+    registry_ca_file: Path | None = None  # trusted in addition to the system store
+    upload_chunk_size: int | None = None  # bytes per PATCH; None: only for very large blobs
     cache_dir: Path | None = None
     offline: bool = False
     console: str | None = None
@@ -235,6 +240,7 @@ def _check_leaf(value: Any, kind: str, path: str) -> None:
     ok = {
         STR: isinstance(value, str),
         BOOL: isinstance(value, bool),
+        INT: isinstance(value, int) and not isinstance(value, bool) and value > 0,
         STR_LIST: isinstance(value, list) and all(isinstance(item, str) for item in value),
         STR_MAP: isinstance(value, dict)
         and all(isinstance(item, (str, int, float, bool)) for item in value.values()),
@@ -289,6 +295,10 @@ def _parse_env(text: str, kind: str, name: str) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"Environment variable {name}={text!r} must be true or false")
+    if kind == INT:
+        if not text.strip().isdigit() or int(text) <= 0:
+            raise ConfigError(f"Environment variable {name}={text!r} must be a positive integer")
+        return int(text)
     if kind == STR_LIST:
         return [item.strip() for item in text.split(",") if item.strip()]
     if kind == STR_MAP:
@@ -348,6 +358,7 @@ def _build(
         cred_helper=to_raw.get("cred-helper"),
     )
     cache_dir = raw.get("cache-dir")
+    ca_file = raw.get("registry-ca-file")
     return JibConfig(
         from_=from_,
         to=to,
@@ -356,6 +367,8 @@ def _build(
         extra_directories=_extra_directories(raw.get("extra-directories", []), project_root),
         allow_insecure_registries=frozenset(raw.get("allow-insecure-registries", [])),
         send_credentials_over_http=bool(raw.get("send-credentials-over-http", False)),
+        registry_ca_file=(project_root / ca_file) if ca_file else None,
+        upload_chunk_size=raw.get("upload-chunk-size"),
         cache_dir=(project_root / cache_dir) if cache_dir else None,
         offline=bool(raw.get("offline", False)),
         console=_choice(raw.get("console"), ("plain", "rich"), "tool.jib.console"),

@@ -84,6 +84,8 @@ def transport_options(config: JibConfig) -> TransportOptions:
     return TransportOptions(
         insecure_hosts=config.allow_insecure_registries,
         send_credentials_over_http=config.send_credentials_over_http,
+        ca_file=str(config.registry_ca_file) if config.registry_ca_file else None,
+        upload_chunk_size=config.upload_chunk_size,
     )
 
 
@@ -113,6 +115,8 @@ def connect(
         options=options,
         push=push,
         mount_from=mount_from,
+        # Like Jib, pull the base anonymously first: public bases need no login.
+        anonymous_first=not push,
     )
 
 
