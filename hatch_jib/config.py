@@ -37,6 +37,8 @@ __all__ = [
 
 # Leaf types of the schema.
 STR, BOOL, STR_LIST, STR_MAP = "string", "boolean", "array of strings", "table of strings"
+SIZE = "size"  # bytes, or a string like "10MB" or "off"
+INT = "positive integer"
 ARRAY_OF_TABLES = "array of tables"
 _AUTH = {"username": STR, "password": STR}
 _EXTRA_DIRECTORY = {
@@ -74,10 +76,13 @@ SCHEMA: dict[str, Any] = {
         "extras": STR_LIST,
         "groups": STR_LIST,
         "bytecode": STR,
+        "layer-threshold": SIZE,
     },
     "extra-directories": [_EXTRA_DIRECTORY],
     "allow-insecure-registries": STR_LIST,
     "send-credentials-over-http": BOOL,
+    "registry-ca-file": STR,
+    "upload-chunk-size": INT,
     "cache-dir": STR,
     "offline": BOOL,
     "console": STR,
@@ -139,6 +144,8 @@ class PythonConfig:
     extras: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     bytecode: str = "auto"
+    # Installed size from which a dependency gets its own layer; None: never.
+    layer_threshold: int | None = 10 << 20
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,8 @@ class JibConfig:
     extra_directories: tuple[ExtraDirectory, ...] = ()
     allow_insecure_registries: frozenset[str] = frozenset()
     send_credentials_over_http: bool = False
+    registry_ca_file: Path | None = None  # trusted in addition to the system store
+    upload_chunk_size: int | None = None  # bytes per PATCH; None: only for very large blobs
     cache_dir: Path | None = None
     offline: bool = False
     console: str | None = None
@@ -231,9 +240,11 @@ def _check_leaf(value: Any, kind: str, path: str) -> None:
     ok = {
         STR: isinstance(value, str),
         BOOL: isinstance(value, bool),
+        INT: isinstance(value, int) and not isinstance(value, bool) and value > 0,
         STR_LIST: isinstance(value, list) and all(isinstance(item, str) for item in value),
         STR_MAP: isinstance(value, dict)
         and all(isinstance(item, (str, int, float, bool)) for item in value.values()),
+        SIZE: isinstance(value, (str, int)) and not isinstance(value, bool),
     }[kind]
     if not ok:
         raise ConfigError(f"Field `{path}` must be a {kind}, not {type(value).__name__}")
@@ -284,6 +295,10 @@ def _parse_env(text: str, kind: str, name: str) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"Environment variable {name}={text!r} must be true or false")
+    if kind == INT:
+        if not text.strip().isdigit() or int(text) <= 0:
+            raise ConfigError(f"Environment variable {name}={text!r} must be a positive integer")
+        return int(text)
     if kind == STR_LIST:
         return [item.strip() for item in text.split(",") if item.strip()]
     if kind == STR_MAP:
@@ -343,6 +358,7 @@ def _build(
         cred_helper=to_raw.get("cred-helper"),
     )
     cache_dir = raw.get("cache-dir")
+    ca_file = raw.get("registry-ca-file")
     return JibConfig(
         from_=from_,
         to=to,
@@ -351,6 +367,8 @@ def _build(
         extra_directories=_extra_directories(raw.get("extra-directories", []), project_root),
         allow_insecure_registries=frozenset(raw.get("allow-insecure-registries", [])),
         send_credentials_over_http=bool(raw.get("send-credentials-over-http", False)),
+        registry_ca_file=(project_root / ca_file) if ca_file else None,
+        upload_chunk_size=raw.get("upload-chunk-size"),
         cache_dir=(project_root / cache_dir) if cache_dir else None,
         offline=bool(raw.get("offline", False)),
         console=_choice(raw.get("console"), ("plain", "rich"), "tool.jib.console"),
@@ -501,7 +519,31 @@ def _python(raw: dict[str, Any]) -> PythonConfig:
             raw.get("bytecode", "auto"), ("auto", "always", "never"), f"{key}.bytecode"
         )
         or "auto",
+        layer_threshold=_size(raw.get("layer-threshold", 10 << 20), f"{key}.layer-threshold"),
     )
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(|B|[KMG]i?B?)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(value: int | str, path: str) -> int | None:
+    """Bytes from an integer or a string like "10MB" (units of 1024); "off" means never."""
+    if isinstance(value, int):
+        size: int | None = value
+    elif value.strip().lower() in ("off", "none", "never"):
+        return None
+    elif match := _SIZE.fullmatch(value):
+        unit = _UNITS[match[2][:1].upper() if match[2][:1].upper() in "KMG" else ""]
+        size = int(float(match[1]) * unit)
+    else:
+        size = None
+    if size is None or size < 0:
+        raise ConfigError(
+            f"`{path}` = {value!r} is not a size",
+            hint='give bytes (10485760), a size like "10MB" or "512KB", or "off"',
+        )
+    return size
 
 
 def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDirectory, ...]:
@@ -516,6 +558,12 @@ def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDi
         source = root / item["from"]
         if not source.is_dir():
             raise ConfigError(f"`{path}.from`: directory {source} does not exist")
+        for key, mode in item.get("permissions", {}).items():
+            if not isinstance(mode, str) or not re.fullmatch(r"[0-7]{3,4}", mode):
+                raise ConfigError(
+                    f"`{path}.permissions` gives {key!r} the mode {mode!r}",
+                    hint='write modes as octal strings, like "755" or "0640"',
+                )
         result.append(
             ExtraDirectory(
                 source=source,

@@ -232,7 +232,9 @@ def _build_platform(
         platform_tags=python.platform_tags,
     )
     target = steps.detect_target_profile(base, store, overrides)
-    app = steps.build_application_layers(plan.project, config, target, store, wheel)
+    app = steps.build_application_layers(
+        plan.project, config, target, store, wheel, base_layers=len(base.manifest.layers)
+    )
     venv = f"{config.container.app_root.rstrip('/')}/.venv"
     environment = steps.image_environment(config, base, venv)
     image = steps.assemble_image(

@@ -6,12 +6,15 @@ import hashlib
 import json
 import logging
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from hatch_jib.cache import BlobStore
 from hatch_jib.config import Auth, JibConfig
@@ -20,13 +23,16 @@ from hatch_jib.image.config import ContainerSettings, build_image_config
 from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
 from hatch_jib.image.image import Image, ImageIndex, ImageLayer
 from hatch_jib.image.layer import FORMAT_VERSION as LAYER_FORMAT
-from hatch_jib.image.layer import BuiltLayer, LayerEntry, build_layer
+from hatch_jib.image.layer import BuiltLayer, LayerSpec, build_layer
 from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest, serialize
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
 from hatch_jib.project import Project, build_wheel, main_module
+from hatch_jib.python.bytecode import compile_dists, should_compile
 from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
-from hatch_jib.python.layout import split_layers
+from hatch_jib.python.layout import MAX_LAYERS, extra_directory_layers, split_layers
+from hatch_jib.python.local import build_local_wheels
+from hatch_jib.python.lock import check_locked_hashes, collect_requirements
 from hatch_jib.python.resolve import ResolvedWheel, download, resolve
 from hatch_jib.python.target import PythonOverrides, TargetProfile, detect_target
 from hatch_jib.registry.client import PulledManifest, RegistryClient
@@ -85,6 +91,8 @@ def transport_options(config: JibConfig) -> TransportOptions:
     return TransportOptions(
         insecure_hosts=config.allow_insecure_registries,
         send_credentials_over_http=config.send_credentials_over_http,
+        ca_file=str(config.registry_ca_file) if config.registry_ca_file else None,
+        upload_chunk_size=config.upload_chunk_size,
     )
 
 
@@ -114,6 +122,8 @@ def connect(
         options=options,
         push=push,
         mount_from=mount_from,
+        # Like Jib, pull the base anonymously first: public bases need no login.
+        anonymous_first=not push,
     )
 
 
@@ -298,33 +308,39 @@ def _config_says_enough(config: dict[str, Any], overrides: PythonOverrides) -> b
     return has_version and bool(overrides.platform_tags or overrides.libc)
 
 
-def build_project_wheel(project: Project, directory: Path) -> Path:
-    """Build the project's wheel; it needs nothing from the base, so it runs beside the pull."""
-    return build_wheel(project, directory)
-
-
 def build_application_layers(
-    project: Project, config: JibConfig, target: TargetProfile, store: BlobStore, wheel: Path
+    project: Project,
+    config: JibConfig,
+    target: TargetProfile,
+    store: BlobStore,
+    wheel: Path,
+    *,
+    base_layers: int = 0,
 ) -> AppLayers:
-    """Resolve and install for the target, and write our layers (reusing them when unchanged)."""
+    """Resolve and install for the target, and write our layers.
+
+    The dependency layers and the project's layers are each reused, without installing
+    anything, when their inputs are unchanged: the resolved wheels, or the project's wheel.
+    """
     venv = f"{config.container.app_root.rstrip('/')}/.venv"
-    mtime = config.container.files_modification_time
+    extras = extra_directory_layers(config.extra_directories)
+    setup = _InstallSetup(
+        target=target,
+        venv=venv,
+        mtime=config.container.files_modification_time,
+        compile=should_compile(config.python.bytecode, target),
+        own_layer_size=config.python.layer_threshold,
+        spare_layers=MAX_LAYERS - base_layers - len(extras),
+    )
     with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
         root = Path(scratch) / "root"
         root.mkdir()
 
-        # Resolve and fetch the dependencies for the target, not for this host.
-        requirements = project.requirements(config.python.extras)
-        resolved = resolve(requirements, target, store=store, offline=config.offline)
-        log.info("Resolved %d dependencies for %s", len(resolved), target.python_platform())
-        venv_entries = create_venv(root, target, venv=venv)
-        dependencies = _dependencies_layers(
-            resolved, store, config, target, root, venv, venv_entries
-        )
-
-        # Our own wheel: its layers are keyed by the wheel's digest, as hatchling's are stable.
-        own = _wheel_layers(wheel, store, target, root, venv, mtime)
-        layers = (*dependencies, *own)
+        # Dependencies, then our own wheel, then extra directories on top, one layer each.
+        dependencies = _dependency_layers(project, config, store, root, setup)
+        own = _project_layers(wheel, store, root, setup)
+        extra = tuple(build_layer(spec, store, mtime=setup.mtime) for spec in extras)
+        layers = (*dependencies, *own, *extra)
         entrypoint = choose_entrypoint(project, config, venv, main_module(wheel))
 
     for layer in layers:
@@ -335,30 +351,120 @@ def build_application_layers(
     return AppLayers(layers, entrypoint, target)
 
 
-# Stands for "no project" when only the dependencies layer is split out.
-_NOTHING = InstalledDist("", "", ())
+def build_project_wheel(project: Project, directory: Path) -> Path:
+    """Build the project's wheel; it needs nothing from the base, so it runs beside the pull."""
+    return build_wheel(project, directory)
+
+
+@dataclass(frozen=True)
+class _InstallSetup:
+    """Everything besides the wheels that decides the bytes of an installed layer."""
+
+    target: TargetProfile
+    venv: str
+    mtime: int
+    compile: bool
+    own_layer_size: int | None
+    spare_layers: int
+
+    def key(self, kind: str, wheels: Sequence[Sequence[str]]) -> str:
+        from hatch_jib import __version__
+
+        payload = {
+            "format": _INSTALL_FORMAT,
+            "layer-format": LAYER_FORMAT,
+            "hatch-jib": __version__,
+            "kind": kind,
+            "wheels": [list(wheel) for wheel in wheels],
+            "target": self.target.__dict__,
+            "venv": self.venv,
+            "mtime": self.mtime,
+            # Bytecode comes from this interpreter, so its exact version is an input.
+            "bytecode": sys.version if self.compile else None,
+            "own-layer-size": self.own_layer_size,
+            "spare-layers": self.spare_layers,
+        }
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
 
 # Bump when the same wheels would install to other bytes (installer, venv or split changes).
 _INSTALL_FORMAT = "1"
+# Stands for "no project" when only the dependency layers are split out.
+_NOTHING = InstalledDist("", "", ())
 
 
-def _install_key(
-    kind: str, wheels: list[list[str]], target: TargetProfile, venv: str, mtime: int
-) -> str:
-    """The inputs that fix an installed layer's bytes: wheel digests, target, venv and mtime."""
-    from hatch_jib import __version__
+def _dependency_layers(
+    project: Project, config: JibConfig, store: BlobStore, root: Path, setup: _InstallSetup
+) -> tuple[BuiltLayer, ...]:
+    """The dependency layers; an unchanged set of wheels is neither downloaded nor installed."""
+    venv_entries = create_venv(root, setup.target, venv=setup.venv)
+    resolved, local_urls = _resolve_dependencies(project, config, setup.target, store)
+    wheels = [
+        (item.filename, _wheel_identity(item), "local" if item.url in local_urls else "")
+        for item in resolved
+    ]
+    key = setup.key("dependencies", wheels)
+    reused = _reuse_layers(store, key)
+    if reused is not None:
+        return reused
 
-    payload = {
-        "format": _INSTALL_FORMAT,
-        "layer-format": LAYER_FORMAT,
-        "hatch-jib": __version__,
-        "kind": kind,
-        "wheels": wheels,
-        "target": target.__dict__,
-        "venv": venv,
-        "mtime": mtime,
-    }
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    # Installed in resolution order, which is by name: the same tree on every machine.
+    paths = download(resolved, store, offline=config.offline)
+    index: list[InstalledDist] = []
+    local: list[InstalledDist] = []
+    for item, path in zip(resolved, paths, strict=True):
+        dist = install_wheel(
+            path, filename=item.filename, target=setup.target, root=root, venv=setup.venv
+        )
+        (local if item.url in local_urls else index).append(dist)
+
+    # Bytecode next to each source, in the same layer, when the target can load it.
+    if setup.compile:
+        index, local = compile_dists(root, index), compile_dists(root, local)
+    specs = split_layers(
+        root,
+        dependencies=index,
+        local_dependencies=local,
+        project=_NOTHING,
+        venv_entries=venv_entries,
+        own_layer_size=setup.own_layer_size,
+        spare_layers=setup.spare_layers,
+    )
+    return _build_and_remember(specs, store, key, setup.mtime)
+
+
+def _project_layers(
+    wheel: Path, store: BlobStore, root: Path, setup: _InstallSetup
+) -> tuple[BuiltLayer, ...]:
+    """The `resources` and `code` layers, keyed by the project wheel (hatchling's is stable)."""
+    # TODO(#4): a code-only change reinstalls every resource file of the wheel (slow for
+    # 10,000 files) only to find the resources layer reusable; installing just the changed
+    # files needs an installer that still writes the complete RECORD.
+    key = setup.key("project", [(wheel.name, _file_digest(wheel))])
+    reused = _reuse_layers(store, key)
+    if reused is not None:
+        return reused
+
+    own = install_wheel(wheel, filename=wheel.name, target=setup.target, root=root, venv=setup.venv)
+    if setup.compile:
+        [own] = compile_dists(root, [own])
+    specs = split_layers(
+        root,
+        dependencies=(),
+        project=own,
+        venv_entries=(),
+        own_layer_size=setup.own_layer_size,
+        spare_layers=setup.spare_layers,
+    )
+    return _build_and_remember(specs, store, key, setup.mtime)
+
+
+def _wheel_identity(wheel: ResolvedWheel) -> str:
+    """What pins a wheel's bytes: a local file's own digest, else the index's hash or URL."""
+    if wheel.url.startswith("file:"):
+        # A local wheel may be rebuilt in place with new content under the same name.
+        return _file_digest(Path(url2pathname(urlsplit(wheel.url).path)))
+    return wheel.sha256 or wheel.url
 
 
 def _reuse_layers(store: BlobStore, key: str) -> tuple[BuiltLayer, ...] | None:
@@ -372,58 +478,14 @@ def _reuse_layers(store: BlobStore, key: str) -> tuple[BuiltLayer, ...] | None:
     return layers
 
 
-def _remember_layers(store: BlobStore, key: str, layers: Sequence[BuiltLayer]) -> None:
+def _build_and_remember(
+    specs: Sequence[LayerSpec], store: BlobStore, key: str, mtime: int
+) -> tuple[BuiltLayer, ...]:
+    layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
     items = [
         {"name": x.name, "digest": x.digest, "diff_id": x.diff_id, "size": x.size} for x in layers
     ]
     store.write_record("installed-layers", key, {"layers": items})
-
-
-def _dependencies_layers(
-    resolved: Sequence[ResolvedWheel],
-    store: BlobStore,
-    config: JibConfig,
-    target: TargetProfile,
-    root: Path,
-    venv: str,
-    venv_entries: Sequence[LayerEntry],
-) -> tuple[BuiltLayer, ...]:
-    """The `dependencies` layer; an unchanged wheel set is neither downloaded nor installed."""
-    mtime = config.container.files_modification_time
-    # Wheels without a published hash are keyed by URL; their bytes are checked on download.
-    wheels = [[item.filename, item.sha256 or item.url] for item in resolved]
-    key = _install_key("dependencies", wheels, target, venv, mtime)
-    reused = _reuse_layers(store, key)
-    if reused is not None:
-        return reused
-
-    paths = download(resolved, store, offline=config.offline)
-    installed = [
-        install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
-        for item, path in zip(resolved, paths, strict=True)
-    ]
-    specs = split_layers(root, dependencies=installed, project=_NOTHING, venv_entries=venv_entries)
-    layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
-    _remember_layers(store, key, layers)
-    return layers
-
-
-def _wheel_layers(
-    wheel: Path, store: BlobStore, target: TargetProfile, root: Path, venv: str, mtime: int
-) -> tuple[BuiltLayer, ...]:
-    """The `resources` and `code` layers of the project's own wheel."""
-    # TODO(#4): a code-only change reinstalls every resource file of the wheel (slow for
-    # 10,000 files) only to find the resources layer reusable; installing just the changed
-    # files needs an installer that still writes the complete RECORD.
-    key = _install_key("project", [[wheel.name, _file_digest(wheel)]], target, venv, mtime)
-    reused = _reuse_layers(store, key)
-    if reused is not None:
-        return reused
-
-    own = install_wheel(wheel, filename=wheel.name, target=target, root=root, venv=venv)
-    specs = split_layers(root, dependencies=(), project=own, venv_entries=())
-    layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
-    _remember_layers(store, key, layers)
     return layers
 
 
@@ -433,6 +495,54 @@ def _file_digest(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
+
+
+def _resolve_dependencies(
+    project: Project, config: JibConfig, target: TargetProfile, store: BlobStore
+) -> tuple[list[ResolvedWheel], set[str]]:
+    """The wheels to install for the target, not for this host, and which of them are local.
+
+    Local (path, VCS, project-relative) wheels are returned by URL in the second item.
+    """
+    python = config.python
+    wanted = collect_requirements(
+        project.root,
+        project.requirements(python.extras),
+        lock=python.lock,
+        extras=python.extras,
+        groups=python.groups,
+        target=target,
+    )
+
+    # Local dependencies become wheels first; uv then resolves what they depend on.
+    built = build_local_wheels(wanted.local, cache_root=store.root, offline=config.offline)
+    requirements = [*wanted.index, *(spec for spec, _ in built)]
+    resolved = resolve(
+        requirements,
+        target,
+        store=store,
+        offline=config.offline,
+        no_deps=wanted.locked,
+        project_root=project.root,
+    )
+    if wanted.locked:
+        check_locked_hashes(resolved, wanted)
+    log.info("Resolved %d dependencies for %s", len(resolved), target.python_platform())
+    built_urls = {path.as_uri() for _, path in built}
+    local_urls = {
+        item.url
+        for item in resolved
+        if item.url in built_urls or _in_project(item.url, project.root)
+    }
+    return resolved, local_urls
+
+
+def _in_project(url: str, root: Path) -> bool:
+    """A wheel file inside the project (`pkg @ {root:uri}/wheels/...`) is a local dependency."""
+    if not url.startswith("file:"):
+        return False
+    path = Path(url2pathname(urlsplit(url).path))
+    return path.is_relative_to(root.resolve())
 
 
 def choose_entrypoint(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import posixpath
@@ -17,12 +18,21 @@ from installer.exceptions import InstallerError
 from installer.records import RecordEntry
 from installer.sources import WheelFile
 from installer.utils import Scheme
+from packaging.requirements import InvalidRequirement, Requirement
 
 from hatch_jib.errors import BuildError
 from hatch_jib.image.layer import LayerEntry
 from hatch_jib.python.target import TargetProfile
 
-__all__ = ["INSTALLER", "VENV", "InstalledDist", "create_venv", "install_wheel", "venv_scheme"]
+__all__ = [
+    "INSTALLER",
+    "VENV",
+    "InstalledDist",
+    "create_venv",
+    "install_wheel",
+    "venv_scheme",
+    "without_file_references",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +108,10 @@ class _StagingDestination(SchemeDictionaryDestination):
     def write_to_fs(
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
     ) -> RecordEntry:
+        # As pip does: whatever mode the zip recorded, a script is meant to be run.
+        is_executable = is_executable or scheme == "scripts"
+        if path.endswith(".dist-info/METADATA"):
+            stream = io.BytesIO(without_file_references(stream.read()))
         entry = super().write_to_fs(scheme, path, stream, is_executable)
         image_path = posixpath.join(self.scheme_dict[scheme], path)
         self.written.add(posixpath.normpath(image_path).lstrip("/"))
@@ -119,6 +133,26 @@ class _StagingDestination(SchemeDictionaryDestination):
                 (scheme, RecordEntry(posixpath.relpath(path, root), entry.hash_, entry.size))
             )
         super().finalize_installation(scheme, record_file_path, rebased)
+
+
+def without_file_references(metadata: bytes) -> bytes:
+    """METADATA with `Requires-Dist: name @ file:///host/path` reduced to `name`.
+
+    A path dependency (`{root:uri}/libs/x`) names the build machine's checkout; the image must
+    not, and the dependency is installed next to it anyway.
+    """
+    lines = metadata.split(b"\n")
+    for index, line in enumerate(lines):
+        if not line.startswith(b"Requires-Dist:") or b"file:" not in line:
+            continue
+        try:
+            requirement = Requirement(line.partition(b":")[2].decode("utf-8").strip())
+        except (InvalidRequirement, UnicodeDecodeError):
+            continue
+        if (requirement.url or "").startswith("file:"):
+            requirement.url = None
+            lines[index] = f"Requires-Dist: {requirement}".encode()
+    return b"\n".join(lines)
 
 
 def create_venv(root: Path, target: TargetProfile, venv: str = VENV) -> list[LayerEntry]:

@@ -29,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ResolvedWheel", "download", "resolve"]
+__all__ = ["ResolvedWheel", "download", "resolve", "uv_binary"]
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,15 @@ def resolve(
     *,
     store: BlobStore,
     offline: bool = False,
+    no_deps: bool = False,
+    project_root: Path | None = None,
 ) -> list[ResolvedWheel]:
-    """Choose one wheel per distribution for `requirements` on `target`, reusing a cached answer."""
+    """Choose one wheel per distribution for `requirements` on `target`, reusing a cached answer.
+
+    With `no_deps` the requirements are a complete pinned set, such as a lock's: only markers
+    and wheel tags are evaluated for the target. uv runs in `project_root`, so the project's
+    `[tool.uv]` or `uv.toml` index settings apply as they do to `uv pip` there.
+    """
     if not requirements:
         return []
     if target.implementation != "cp":
@@ -94,7 +101,9 @@ def resolve(
     # The same requirements, target, uv and index settings give the same answer.
     platform = target.python_platform()
     index_args = _index_arguments(os.environ)
-    key = _record_key(requirements, target, platform, index_args)
+    options = [*index_args, "--no-deps"] if no_deps else index_args
+    cwd = project_root or Path.cwd()
+    key = _record_key(requirements, target, platform, [*options, *_uv_settings(cwd)])
     record = store.read_record(_RECORD_KIND, key)
     if record is not None:
         log.info("Reusing the resolution of %d requirement(s) for %s", len(requirements), platform)
@@ -102,8 +111,8 @@ def resolve(
 
     # Ask uv for a pylock.toml that lists, for this target alone, each wheel to install.
     log.info("Resolving %d requirement(s) for %s", len(requirements), platform)
-    lock = _run_uv(requirements, target, platform, index_args, offline=offline)
-    wheels = _wheels_from_lock(lock, target)
+    lock = _run_uv(requirements, target, platform, options, offline=offline, cwd=cwd)
+    wheels = _wheels_from_lock(lock, target, cwd)
 
     store.write_record(_RECORD_KIND, key, {"wheels": [asdict(wheel) for wheel in wheels]})
     return wheels
@@ -119,6 +128,20 @@ def _index_arguments(environ: Mapping[str, str]) -> list[str]:
         for value in environ[variable].split():
             args += [option, value]
     return args
+
+
+def _uv_settings(directory: Path) -> list[str]:
+    """The uv configuration `uv pip` reads in `directory`, as text for the record key."""
+    settings = []
+    for name in ("uv.toml", "pyproject.toml"):
+        try:
+            data = tomllib.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        table = data if name == "uv.toml" else data.get("tool", {}).get("uv", {})
+        if table:
+            settings.append(f"{name}:{json.dumps(table, sort_keys=True, default=str)}")
+    return settings
 
 
 def _record_key(
@@ -145,7 +168,8 @@ def _uv_version() -> str:
         return "unknown"
 
 
-def _uv_binary() -> str:
+def uv_binary() -> str:
+    """The uv executable that ships with hatch-jib."""
     from uv import find_uv_bin
 
     try:
@@ -164,9 +188,10 @@ def _run_uv(
     index_args: list[str],
     *,
     offline: bool,
+    cwd: Path,
 ) -> dict[str, Any]:
     command = [
-        _uv_binary(),
+        uv_binary(),
         "pip",
         "compile",
         "-",
@@ -197,6 +222,7 @@ def _run_uv(
             capture_output=True,
             text=True,
             check=False,
+            cwd=cwd,
         )
     except OSError as error:
         raise BuildError(
@@ -218,6 +244,13 @@ def _run_uv(
 _NO_WHEEL = re.compile(
     r"(?P<name>[A-Za-z0-9][\w.-]*?)(?P<spec>[=<>!~][^ ]*)? (?:has|have) no usable wheels"
 )
+_NO_MATCHING_TAG = re.compile(
+    r"(?P<name>[A-Za-z0-9][\w.-]*?)(?P<spec>[=<>!~][^ ]*)? has no wheels with a matching "
+    r"(?P<what>platform tag|Python ABI tag|Python implementation tag|Python version)"
+)
+_AVAILABLE = re.compile(
+    r"Wheels are available for `[^`]+` \([^)]*\) on the following platforms?: (.+)"
+)
 _WHEELS_REQUIRED = re.compile(r"Wheels are required for `(?P<name>[^`]+)`")
 _NOT_FOUND = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*) was not found in the package registry")
 _NO_VERSION = re.compile(
@@ -231,6 +264,17 @@ def _resolution_error(stderr: str, target: TargetProfile, platform: str) -> Buil
     where = f"{target.describe()} ({platform})"
     log.debug("uv failed:\n%s", stderr)
 
+    # uv wraps long lines; read its explanation as one line.
+    flat = " ".join(stderr.split())
+    if match := _NO_MATCHING_TAG.search(flat):
+        available = _AVAILABLE.search(flat)
+        found = f"; it has wheels for {available.group(1).rstrip('.')}" if available else ""
+        return BuildError(
+            f"no wheel of {match.group('name')}{match.group('spec') or ''} fits the target "
+            f"{where}: no matching {match.group('what')}{found}",
+            hint="choose a base image that fits its wheels (a newer glibc, another Python), "
+            "or pin a version with a wheel for this target",
+        )
     if match := _NO_WHEEL.search(stderr) or _WHEELS_REQUIRED.search(stderr):
         spec = match.groupdict().get("spec") or ""
         return BuildError(
@@ -261,20 +305,22 @@ def _useful_lines(stderr: str, limit: int = 8) -> str:
     return "\n".join("  " + line for line in lines[start : start + limit])
 
 
-def _wheels_from_lock(lock: Mapping[str, Any], target: TargetProfile) -> list[ResolvedWheel]:
-    wheels = [_wheel_of(package) for package in lock.get("packages", [])]
+def _wheels_from_lock(
+    lock: Mapping[str, Any], target: TargetProfile, cwd: Path
+) -> list[ResolvedWheel]:
+    wheels = [_wheel_of(package, cwd) for package in lock.get("packages", [])]
     log.debug("%d wheel(s) selected for %s", len(wheels), target.describe())
     return wheels
 
 
-def _wheel_of(package: Mapping[str, Any]) -> ResolvedWheel:
+def _wheel_of(package: Mapping[str, Any], cwd: Path) -> ResolvedWheel:
     """The wheel a pylock.toml package entry names: from an index, or a direct wheel URL."""
     name, version = str(package["name"]), str(package.get("version", ""))
 
     # uv lists only wheels for the target's platform; the first is its preferred one.
     choices = package.get("wheels") or []
     wheel: Mapping[str, Any] = choices[0] if choices else package.get("archive") or {}
-    location = _location(wheel)
+    location = _location(wheel, cwd)
     if not location.endswith(".whl"):
         raise BuildError(
             f"{name} {version}".rstrip() + " is not available as a wheel",
@@ -290,12 +336,12 @@ def _wheel_of(package: Mapping[str, Any]) -> ResolvedWheel:
     )
 
 
-def _location(source: Mapping[str, Any]) -> str:
+def _location(source: Mapping[str, Any], cwd: Path) -> str:
     if source.get("url"):
         return str(source["url"])
-    # A `path` is relative to the lock file; uv wrote ours to stdout from our working directory.
+    # A `path` is relative to the lock file; uv wrote ours to stdout from its working directory.
     path = Path(str(source.get("path", "")))
-    return (path if path.is_absolute() else Path.cwd() / path).as_uri() if path.parts else ""
+    return (path if path.is_absolute() else cwd / path).as_uri() if path.parts else ""
 
 
 def _filename_from(location: str) -> str:
@@ -344,7 +390,8 @@ def _fetch(wheel: ResolvedWheel, store: BlobStore, client: httpx.Client, offline
             f"(expected {error.expected}, got {error.actual})",
             hint="the download was corrupted or the index changed the file; build again",
         ) from error
-    log.info("Downloaded %s", wheel.filename)
+    # A local wheel (a path dependency, find-links) is copied, not downloaded.
+    log.info("%s %s", "Stored" if wheel.url.startswith("file:") else "Downloaded", wheel.filename)
     return store.path(digest)
 
 

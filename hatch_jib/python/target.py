@@ -59,6 +59,27 @@ class TargetProfile:
     libc_version: str | None = None
     implementation: str = "cp"
 
+    def machine(self) -> str:
+        """The machine name of wheel tags and `platform_machine` markers, like "aarch64"."""
+        return _MACHINES.get(self.architecture, self.architecture)
+
+    def marker_environment(self) -> dict[str, str]:
+        """PEP 508 marker variables for this target (the micro version is not known: 0)."""
+        implementation = "cpython" if self.implementation == "cp" else "pypy"
+        return {
+            "implementation_name": implementation,
+            "implementation_version": f"{self.python_version}.0",
+            "os_name": "posix",
+            "platform_machine": self.machine(),
+            "platform_python_implementation": _IMPLEMENTATION_NAMES.get(self.implementation, ""),
+            "platform_release": "",
+            "platform_system": "Linux",
+            "platform_version": "",
+            "python_full_version": f"{self.python_version}.0",
+            "python_version": self.python_version,
+            "sys_platform": "linux",
+        }
+
     def python_platform(self) -> str:
         """The `uv --python-platform` value that selects wheels for this target."""
         machine = _MACHINES.get(self.architecture)

@@ -23,7 +23,7 @@ import httpx
 
 from hatch_jib.errors import RegistryError
 from hatch_jib.registry.credentials import Credential
-from hatch_jib.registry.transport import Transport
+from hatch_jib.registry.transport import Transport, is_loopback
 
 __all__ = [
     "Authenticator",
@@ -40,6 +40,8 @@ _EXPIRY_MARGIN = 10.0
 _CLIENT_ID = "hatch-jib"
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _TOKEN68 = _TCHAR | frozenset("/")
+_WARNED: set[str] = set()
+_WARNED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -196,16 +198,23 @@ class Authenticator:
         *,
         credential: Credential | None,
         scopes: Sequence[str],
+        anonymous_first: bool = False,
     ) -> None:
         self.transport = transport
         self.repository = repository
         self.credential = credential
+        # Public base images need no login: try without the credential until refused.
+        self._anonymous = anonymous_first and credential is not None
         self.scopes = list(dict.fromkeys(scopes))
         self._lock = threading.RLock()
         self._pinged = False
         self._challenge: Challenge | None = None
         self._token: str | None = None
         self._token_expires = 0.0
+        self._token_scopes: list[str] = []
+        # Set once a token server drops scopes we asked for: then ask only for what the
+        # registry's last challenge named, one request's needs at a time.
+        self._narrow_scopes: list[str] | None = None
         self.token_fetches = 0
 
     @property
@@ -223,7 +232,7 @@ class Authenticator:
             if challenge is None:
                 return None
             if challenge.scheme == "basic":
-                return self._basic_header(self.transport.base_url)
+                return None if self._anonymous else self._basic_header(self.transport.base_url)
             if challenge.scheme == "bearer":
                 if self._token is None or time.monotonic() >= self._token_expires:
                     self._fetch_token(challenge)
@@ -246,21 +255,52 @@ class Authenticator:
             if challenge is None:
                 return False
             if challenge.scheme == "basic":
+                if self._anonymous and sent is None:
+                    self._use_credential("the registry refused anonymous access")
+                    self._challenge = challenge
+                    return True
                 # Retry only if we had not sent Basic yet; otherwise the password is wrong.
                 asked_before = self._challenge is not None and self._challenge.scheme == "basic"
                 self._challenge = challenge
                 return not (asked_before and sent) and self.credential is not None
             if challenge.scheme == "bearer":
+                current = sent is not None and sent == f"Bearer {self._token}"
+                if self._anonymous and current:
+                    self._use_credential("the registry refused anonymous access")
                 if challenge.scope:
-                    self.scopes = list(dict.fromkeys([*self.scopes, *challenge.scope.split(" ")]))
+                    self._learn_scopes(challenge.scope.split(" "), current=current)
                 self._challenge = challenge
                 # Another thread may already have replaced the token we sent.
-                if sent is None or sent == f"Bearer {self._token}":
+                if sent is None or current:
                     self._token = None
                 return True
             return False
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _use_credential(self, why: str) -> None:
+        self._anonymous = False
+        assert self.credential is not None
+        log.info(
+            "%s: %s; using credentials from %s",
+            self.transport.registry,
+            why,
+            self.credential.source,
+        )
+
+    def _learn_scopes(self, needed: list[str], *, current: bool) -> None:
+        """Widen the scopes to what a refusal named (`insufficient_scope`)."""
+        if self._narrow_scopes is None and current and set(needed) <= set(self._token_scopes):
+            # We asked for these and the token still lacks them: the token server keeps
+            # only some scopes per token (one, typically), so ask for one need at a time.
+            log.debug(
+                "%s: the token server ignored some scopes; asking for fewer",
+                self.transport.registry,
+            )
+            self._narrow_scopes = needed
+        elif self._narrow_scopes is not None:
+            self._narrow_scopes = needed
+        self.scopes = list(dict.fromkeys([*self.scopes, *needed]))
 
     def _ensure_pinged(self) -> None:
         if self._pinged:
@@ -297,10 +337,11 @@ class Authenticator:
                 code="UNAUTHORIZED",
             )
         self.token_fetches += 1
-        if self.credential is not None and self.credential.is_identity_token:
-            response = self._oauth_token_request(realm, challenge)
-        else:
-            response = self._token_request(realm, challenge)
+        response = self._request_token(realm, challenge)
+        if self._anonymous and response.status_code in (401, 403):
+            response.close()
+            self._use_credential("the token server refused anonymous access")
+            response = self._request_token(realm, challenge)
         body = self._token_body(response, realm)
 
         token = body.get("token") or body.get("access_token")
@@ -311,16 +352,26 @@ class Authenticator:
             expires_in = _DEFAULT_EXPIRES_IN
         self._token = token
         self._token_expires = time.monotonic() + max(expires_in - _EXPIRY_MARGIN, 1.0)
-        log.debug("%s: got a token for %s", self.transport.registry, " ".join(self.scopes))
+        self._token_scopes = self._requested_scopes()
+        log.debug("%s: got a token for %s", self.transport.registry, " ".join(self._token_scopes))
+
+    def _request_token(self, realm: str, challenge: Challenge) -> httpx.Response:
+        credential = None if self._anonymous else self.credential
+        if credential is not None and credential.is_identity_token:
+            return self._oauth_token_request(realm, challenge)
+        return self._token_request(realm, challenge)
+
+    def _requested_scopes(self) -> list[str]:
+        return list(self._narrow_scopes or self.scopes)
 
     def _token_request(self, realm: str, challenge: Challenge) -> httpx.Response:
         query: list[tuple[str, str]] = []
         if challenge.service:
             query.append(("service", challenge.service))
-        query.extend(("scope", scope) for scope in self.scopes)
+        query.extend(("scope", scope) for scope in self._requested_scopes())
         url = _with_query(realm, urlencode(query))
         headers = {"Accept": "application/json"}
-        basic = self._basic_header(realm)
+        basic = None if self._anonymous else self._basic_header(realm)
         if basic:
             headers["Authorization"] = basic
         return self.transport.request("GET", url, headers=headers)
@@ -332,7 +383,7 @@ class Authenticator:
             "grant_type": "refresh_token",
             "refresh_token": self.credential.password,
             "client_id": _CLIENT_ID,
-            "scope": " ".join(self.scopes),
+            "scope": " ".join(self._requested_scopes()),
         }
         if challenge.service:
             form["service"] = challenge.service
@@ -373,8 +424,20 @@ class Authenticator:
             status=status,
         )
 
+    def _warn_clear_text(self, url: str) -> None:
+        origin = _origin_text(url)
+        if not _warned_once(origin):
+            log.warning(
+                "Sending credentials for %s over plain HTTP to %s"
+                " (send-credentials-over-http is set)",
+                self.transport.registry,
+                origin,
+            )
+
     def _require_safe_channel(self, url: str) -> None:
         if self.transport.credentials_allowed(url):
+            if url.startswith("http://") and not is_loopback(httpx.URL(url).host):
+                self._warn_clear_text(url)
             return
         raise RegistryError(
             f"Refusing to send credentials for {self.transport.registry} over plain HTTP"
@@ -385,6 +448,13 @@ class Authenticator:
             repository=self.repository,
             code="INSECURE_CREDENTIALS",
         )
+
+
+def _warned_once(key: str) -> bool:
+    with _WARNED_LOCK:
+        seen = key in _WARNED
+        _WARNED.add(key)
+        return seen
 
 
 def _preferred(challenges: Sequence[Challenge]) -> Challenge | None:

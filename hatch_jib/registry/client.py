@@ -8,8 +8,10 @@ operation and the registry's error code, with a hint.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
@@ -38,10 +40,19 @@ MANIFEST_ACCEPT = ", ".join(
         MediaType.OCI_MANIFEST,
         MediaType.DOCKER_LIST,
         MediaType.DOCKER_MANIFEST,
+        # Read-only: asked for so an old image fails with a clear message, not a 404.
+        MediaType.DOCKER_SCHEMA1_SIGNED,
+        MediaType.DOCKER_SCHEMA1,
     ]
 )
+_SCHEMA1 = (MediaType.DOCKER_SCHEMA1, MediaType.DOCKER_SCHEMA1_SIGNED)
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 20
+# Blobs above this go up in PATCH chunks: proxies in front of registries cap request bodies.
+_LARGE_BLOB = 512 << 20
+_LARGE_CHUNK = 64 << 20
+# Codes after which a new upload session may succeed where the current one cannot.
+_RESTART_CODES = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
 _GENERIC_TYPES = ("", "application/json", "text/plain", "application/octet-stream")
 
 
@@ -66,17 +77,25 @@ class RegistryClient:
         options: TransportOptions,
         push: bool = False,
         mount_from: Sequence[str] = (),
+        anonymous_first: bool = False,
     ) -> None:
         self.registry = registry
         self.repository = repository
         self.credential = credential
         self.options = options
         self.transport = Transport(registry, options)
+        self._lock = threading.Lock()
+        # Upload sessions a refused mount opened, by digest, for the upload that follows.
+        self._open_sessions: dict[str, tuple[str, int]] = {}
         actions = ("pull", "push") if push else ("pull",)
         scopes = [repository_scope(repository, actions)]
         scopes += [repository_scope(source, ("pull",)) for source in mount_from]
         self.auth = Authenticator(
-            transport=self.transport, repository=repository, credential=credential, scopes=scopes
+            transport=self.transport,
+            repository=repository,
+            credential=credential,
+            scopes=scopes,
+            anonymous_first=anonymous_first,
         )
 
     # -- public API ----------------------------------------------------------------------
@@ -97,23 +116,38 @@ class RegistryClient:
         with closing(response):
             self._expect(response, (200,), f"GET {what}")
             data = _read_limited(response, _MAX_MANIFEST_BYTES)
+        media_type = _media_type(response.headers.get("Content-Type", ""), data)
         digest = sha256_digest(data)
+        if media_type in _SCHEMA1:
+            digest = sha256_digest(_schema1_payload(data))
         if identifier.startswith("sha256:") and digest != identifier:
             raise self._error(
                 f"GET {what}: the registry sent content with digest {digest}",
                 code="DIGEST_INVALID",
                 hint="the registry or a proxy altered the manifest; pull by tag to inspect it",
             )
-        media_type = _media_type(response.headers.get("Content-Type", ""), data)
         log.debug("%s: %s is %s (%s)", self._where, identifier, digest, media_type)
         return PulledManifest(data=data, media_type=media_type, digest=digest)
 
     def blob_exists(self, digest: str) -> int | None:
-        """The blob's size if the repository has it, else None."""
+        """The blob's size if the repository has it (0 when the registry omits the size).
+
+        None means "upload it": the blob is absent, or the registry would not say because
+        it refuses HEAD (401, 403 or 405 even after authenticating). The upload that follows
+        then either succeeds or fails with the registry's full error body.
+        """
         what = f"blob {check_digest(digest)}"
         response = self._request("HEAD", self._path("blobs", digest), what=what)
         with closing(response):
             if response.status_code == 404:
+                return None
+            if response.status_code in (401, 403, 405):
+                log.debug(
+                    "%s: HEAD %s answered %d; assuming it is missing",
+                    self._where,
+                    digest,
+                    response.status_code,
+                )
                 return None
             self._expect(response, (200,), f"HEAD {what}")
         length = response.headers.get("Content-Length")
@@ -137,7 +171,12 @@ class RegistryClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def mount_blob(self, digest: str, from_repository: str) -> bool:
-        """Ask the registry to link a blob from another repository; True if it did."""
+        """Ask the registry to link a blob from another repository; True if it did.
+
+        Only 201 means mounted. A 202 opened an ordinary upload session instead: it is
+        kept for the `upload_blob` of the same digest that follows. Any other answer (no
+        access to the source, mounting unsupported) means the caller uploads the blob.
+        """
         what = f"blob {check_digest(digest)} from {from_repository}"
         self.auth.add_scopes([repository_scope(from_repository, ("pull",))])
         path = f"/v2/{self.repository}/blobs/uploads/?mount={digest}&from={from_repository}"
@@ -146,18 +185,26 @@ class RegistryClient:
             if response.status_code == 201:
                 log.debug("%s: mounted %s from %s", self._where, digest, from_repository)
                 return True
-            self._expect(response, (202,), f"mount {what}")
+            if response.status_code != 202:
+                code, detail = _error_code(response)
+                log.debug("%s: mount of %s refused: %s %s", self._where, what, code, detail)
+                return False
 
-        # The registry opened an ordinary upload instead; do not leave it dangling.
+        # The registry opened an ordinary upload instead: continue it rather than POST again.
         location = response.headers.get("Location")
         if location:
-            self._cancel_upload(self._resolve(location, path))
+            minimum = _min_chunk(response)
+            with self._lock:
+                self._open_sessions[digest] = (self._resolve(location, path), minimum)
         return False
 
     def upload_blob(self, digest: str, size: int, path: Path) -> None:
-        """Push a blob from `path`: POST a session, then PUT it whole with `?digest=`.
+        """Push a blob from `path` in a new upload session, restarting it after a failure.
 
-        A failed PUT consumes its session, so each retry starts a new one.
+        Small blobs go in one `PUT ?digest=`; large ones (or all, when `upload_chunk_size`
+        is set) as `PATCH` chunks with `Content-Range`, then an empty `PUT`. A request that
+        changed the session is never sent again: a failure starts a new session, and one
+        whose outcome is unknown is first checked with a HEAD.
         """
         check_digest(digest)
         actual_size = Path(path).stat().st_size
@@ -165,12 +212,22 @@ class RegistryClient:
             raise ValueError(f"{path} has {actual_size} bytes, not the {size} its descriptor says")
         attempts = 1 + self.options.max_retries
         for attempt in range(attempts):
-            last = attempt == attempts - 1
-            outcome = self._upload_once(digest, size, path, last=last)
-            if outcome is None:
+            try:
+                self._upload_session(digest, size, path)
                 log.debug("%s: uploaded %s (%d bytes)", self._where, digest, size)
                 return
-            log.info("%s: upload of %s failed (%s); restarting it", self._where, digest, outcome)
+            except _SessionFailed as failure:
+                if failure.ambiguous and self.blob_exists(digest) is not None:
+                    log.info("%s: %s arrived despite %s", self._where, digest, failure.reason)
+                    return
+                if attempt == attempts - 1:
+                    raise failure.error from failure
+                log.info(
+                    "%s: upload of %s failed (%s); restarting it in a new session",
+                    self._where,
+                    digest,
+                    failure.reason,
+                )
             time.sleep(min(8.0, 0.5 * 2**attempt))
 
     def put_manifest(self, identifier: str, data: bytes, media_type: str) -> str:
@@ -179,6 +236,12 @@ class RegistryClient:
         if identifier.startswith("sha256:") and identifier != digest:
             raise ValueError(f"manifest bytes have digest {digest}, not {identifier}")
         what = f"manifest {identifier}"
+        if media_type in _SCHEMA1:
+            raise self._error(
+                f"PUT {what}: Docker schema 1 manifests are read-only",
+                code="UNSUPPORTED",
+                hint="push the image as a Docker v2.2 or OCI manifest",
+            )
         response = self._request(
             "PUT",
             self._path("manifests", identifier),
@@ -187,12 +250,22 @@ class RegistryClient:
             body=data,
         )
         with closing(response):
-            self._expect(response, (200, 201, 202, 204), f"PUT {what}")
+            if response.status_code not in (200, 201, 202, 204):
+                error = self._response_error(response, f"PUT {what}")
+                if error.code in ("MANIFEST_INVALID", "UNSUPPORTED"):
+                    error.hint = _format_hint(media_type)
+                raise error
             self._check_digest_header(response, digest, f"PUT {what}")
         log.debug("%s: pushed %s as %s", self._where, identifier, digest)
         return digest
 
     def close(self) -> None:
+        """Cancel upload sessions a mount opened but no upload used, then disconnect."""
+        with self._lock:
+            unused = [location for location, _ in self._open_sessions.values()]
+            self._open_sessions.clear()
+        for location in unused:
+            self._cancel_upload(location)
         self.transport.close()
 
     def __enter__(self) -> RegistryClient:
@@ -249,7 +322,9 @@ class RegistryClient:
         """An absolute URL; a relative Location resolves against the request it came from."""
         if "://" in path_or_url:
             return path_or_url
-        return urljoin(self.transport.base_url + relative_to, path_or_url)
+        if "://" not in relative_to:
+            relative_to = self.transport.base_url + relative_to
+        return urljoin(relative_to, path_or_url)
 
     def _download(self, digest: str, store: BlobStore) -> Path:
         what = f"blob {digest}"
@@ -272,38 +347,126 @@ class RegistryClient:
         log.debug("%s: fetched %s", self._where, digest)
         return store.path(digest)
 
-    def _upload_once(self, digest: str, size: int, path: Path, *, last: bool) -> str | None:
-        """One upload session; None on success, else why a new session may succeed."""
+    def _upload_session(self, digest: str, size: int, path: Path) -> None:
+        """One session: POST, the bytes (whole or in chunks), the closing PUT."""
         what = f"blob {digest}"
-        location = self._start_upload(what)
+        with self._lock:
+            opened = self._open_sessions.pop(digest, None)
+        location, min_chunk = opened or self._start_upload(what)
+        chunk = self._chunk_size(size, min_chunk)
+
+        # Monolithic: the bytes travel with the closing PUT.
+        if chunk is None:
+            response = self._upload_request(
+                "PUT", _with_digest(location, digest), what, path, 0, size, digest=digest, last=True
+            )
+            self._finish_upload(response, digest, what)
+            return
+
+        # Chunked: each PATCH answers with the Location for the next request.
+        offset = 0
+        while offset < size:
+            length = min(chunk, size - offset)
+            response = self._upload_request(
+                "PATCH", location, what, path, offset, length, digest=digest
+            )
+            with closing(response):
+                self._check_upload_step(response, f"PATCH {what}", (202,))
+                self._check_range(response, offset + length, f"PATCH {what}")
+            location = self._next_location(response, location)
+            offset += length
+        response = self._upload_request(
+            "PUT", _with_digest(location, digest), what, path, size, 0, digest=digest, last=True
+        )
+        self._finish_upload(response, digest, what)
+
+    def _chunk_size(self, size: int, min_chunk: int) -> int | None:
+        """Bytes per PATCH, or None for a monolithic upload."""
+        chunk = self.options.upload_chunk_size
+        if chunk is None and size > _LARGE_BLOB:
+            chunk = _LARGE_CHUNK
+        if chunk is None:
+            return None
+        # Every chunk but the last must reach the registry's minimum.
+        return max(chunk, min_chunk, 1)
+
+    def _upload_request(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        path: Path,
+        offset: int,
+        length: int,
+        *,
+        digest: str,
+        last: bool = False,
+    ) -> httpx.Response:
+        """Send one upload request exactly once; a lost answer fails the session."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        if method == "PATCH":
+            headers["Content-Range"] = f"{offset}-{offset + length - 1}"
         try:
-            response = self._request(
-                "PUT",
-                _with_digest(location, digest),
+            return self._request(
+                method,
+                url,
                 what=what,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(size),
-                },
-                body=lambda: progress.sent(digest, _file_chunks(path)),
+                headers=headers,
+                body=lambda: progress.sent(digest, _file_chunks(path, offset, length)),
                 idempotent=False,
             )
         except RegistryError as error:
-            if last or error.code != "UNREACHABLE":
+            if error.code != "UNREACHABLE":
                 raise
-            return error.message
-        with closing(response):
-            if response.status_code not in (201, 204) and _retryable(response) and not last:
-                return f"HTTP {response.status_code}"
-            self._expect(response, (201, 204), f"PUT {what}")
-            self._check_digest_header(response, digest, f"PUT {what}")
-        return None
+            # Only the closing PUT can have stored the blob before its answer was lost.
+            raise _SessionFailed(error, error.message, ambiguous=last) from error
 
-    def _start_upload(self, what: str) -> str:
+    def _finish_upload(self, response: httpx.Response, digest: str, what: str) -> None:
+        with closing(response):
+            self._check_upload_step(response, f"PUT {what}", (201, 204), ambiguous=True)
+            self._check_digest_header(response, digest, f"PUT {what}")
+
+    def _check_upload_step(
+        self,
+        response: httpx.Response,
+        action: str,
+        statuses: Sequence[int],
+        *,
+        ambiguous: bool = False,
+    ) -> None:
+        """Raise `_SessionFailed` for what a new session may fix, RegistryError otherwise."""
+        if response.status_code in statuses:
+            return
+        error = self._response_error(response, action)
+        if _retryable(response) or error.code in _RESTART_CODES:
+            # A 5xx after the closing PUT may come from a proxy after the blob was stored.
+            reason = f"HTTP {response.status_code} {error.code}"
+            raise _SessionFailed(error, reason, ambiguous=ambiguous and response.status_code >= 500)
+        raise error
+
+    def _check_range(self, response: httpx.Response, received: int, action: str) -> None:
+        """The registry's `Range` must say it holds every byte sent so far."""
+        value = response.headers.get("Range", "")
+        _, _, end = value.rpartition("-")
+        if not end.strip().isdigit() or int(end) + 1 == received:
+            return
+        error = self._error(
+            f"{action}: the registry holds bytes {value}, not 0-{received - 1}",
+            code="BLOB_UPLOAD_INVALID",
+            hint=_HINTS["BLOB_UPLOAD_INVALID"],
+        )
+        raise _SessionFailed(error, f"Range {value} after {received} bytes", ambiguous=False)
+
+    def _next_location(self, response: httpx.Response, current: str) -> str:
+        location = response.headers.get("Location")
+        return self._resolve(location, current) if location else current
+
+    def _start_upload(self, what: str) -> tuple[str, int]:
+        """POST a new session: its absolute Location and the registry's minimum chunk."""
         path = f"/v2/{self.repository}/blobs/uploads/"
         response = self._request("POST", path, what=what, idempotent=False)
         with closing(response):
-            self._expect(response, (202,), f"POST upload for {what}")
+            self._check_upload_step(response, f"POST upload for {what}", (202,))
         location = response.headers.get("Location")
         if not location:
             raise self._error(
@@ -311,7 +474,7 @@ class RegistryClient:
                 code="BLOB_UPLOAD_INVALID",
                 hint="the registry does not follow the distribution spec; report it",
             )
-        return self._resolve(location, path)
+        return self._resolve(location, path), _min_chunk(response)
 
     def _cancel_upload(self, url: str) -> None:
         try:
@@ -331,13 +494,18 @@ class RegistryClient:
     # -- errors --------------------------------------------------------------------------
 
     def _expect(self, response: httpx.Response, statuses: Sequence[int], action: str) -> None:
-        if response.status_code in statuses:
-            return
+        if response.status_code not in statuses:
+            raise self._response_error(response, action)
+
+    def _response_error(self, response: httpx.Response, action: str) -> RegistryError:
         code, detail = _error_code(response)
         message = f"{action} in {self._where} failed: {code}"
         if detail:
             message += f" ({detail})"
-        raise self._error(message, code=code, hint=self._hint(code), status=response.status_code)
+        limits = _rate_limits(response)
+        if limits:
+            message += f" [{limits}]"
+        return self._error(message, code=code, hint=self._hint(code), status=response.status_code)
 
     def _error(
         self, message: str, *, code: str, hint: str, status: int | None = None
@@ -382,7 +550,7 @@ _HINTS = {
     "MANIFEST_UNKNOWN": "no such tag or digest in the repository: check the image reference",
     "BLOB_UNKNOWN": "the registry is missing a blob: push the image's layers and config first",
     "MANIFEST_BLOB_UNKNOWN": "a blob the manifest references is not in the repository",
-    "MANIFEST_INVALID": 'the registry rejected the manifest; try `container.format = "docker"`',
+    "MANIFEST_INVALID": "the registry rejected the manifest; try the other `container.format`",
     "UNSUPPORTED": "the registry does not support this operation or media type",
     "DIGEST_INVALID": "the content did not match its digest; retry, and check proxies",
     "SIZE_INVALID": "the content did not match its declared size; retry",
@@ -398,12 +566,39 @@ _STATUS_CODES = {
     403: "DENIED",
     404: "NOT_FOUND",
     405: "UNSUPPORTED",
+    415: "UNSUPPORTED",
     429: "TOOMANYREQUESTS",
 }
 
 
 class _Corrupt(Exception):
     """Downloaded bytes did not match the digest: worth one more try."""
+
+
+class _SessionFailed(Exception):
+    """An upload session broke in a way a new session may fix."""
+
+    def __init__(self, error: RegistryError, reason: str, *, ambiguous: bool) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+        self.ambiguous = ambiguous  # the blob may have been stored: HEAD before retrying
+
+
+def _min_chunk(response: httpx.Response) -> int:
+    """The registry's smallest accepted PATCH (`OCI-Chunk-Min-Length`), 0 when unsaid."""
+    value = response.headers.get("OCI-Chunk-Min-Length", "")
+    return int(value) if value.isdigit() else 0
+
+
+def _rate_limits(response: httpx.Response) -> str:
+    """The `RateLimit-*` headers (Docker Hub sends them with 429), as one short text."""
+    found = [
+        f"{name.lower()}={value}"
+        for name, value in response.headers.items()
+        if name.lower().startswith(("ratelimit-", "x-ratelimit-", "docker-ratelimit-"))
+    ]
+    return ", ".join(found)
 
 
 def _error_code(response: httpx.Response) -> tuple[str, str]:
@@ -427,13 +622,47 @@ def _error_code(response: httpx.Response) -> tuple[str, str]:
     return fallback, (text[0][:200] if text else f"HTTP {response.status_code}")
 
 
+def _format_hint(media_type: str) -> str:
+    """Suggest the other image format when a registry rejects a manifest's media type."""
+    if media_type in (MediaType.DOCKER_MANIFEST, MediaType.DOCKER_LIST):
+        other, env = '"oci"', "oci"
+    else:
+        other, env = '"docker"', "docker"
+    return (
+        f"the registry does not accept {media_type}: set `tool.jib.container.format = {other}`"
+        f" (or JIB_CONTAINER_FORMAT={env}) and build again"
+    )
+
+
+def _schema1_payload(data: bytes) -> bytes:
+    """A signed schema 1 manifest is identified by its bytes without the JWS signatures.
+
+    The protected header says where the payload ends (`formatLength`) and which bytes
+    (`formatTail`) close it once the signatures are cut out.
+    """
+    try:
+        signature = json.loads(data)["signatures"][0]
+        protected = json.loads(_b64url(signature["protected"]))
+        return data[: int(protected["formatLength"])] + _b64url(protected["formatTail"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return data
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def _media_type(content_type: str, data: bytes) -> str:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in _GENERIC_TYPES:
         return media_type
     # Some registries send generic JSON; the document then names its own type.
     try:
-        named = json.loads(data).get("mediaType")
+        document = json.loads(data)
+        named = document.get("mediaType")
+        if document.get("schemaVersion") == 1:
+            signed = "signatures" in document
+            named = MediaType.DOCKER_SCHEMA1_SIGNED if signed else MediaType.DOCKER_SCHEMA1
     except (ValueError, AttributeError):
         named = None
     return str(named) if named else media_type
@@ -455,11 +684,14 @@ def _with_digest(location: str, digest: str) -> str:
     return f"{base}{joiner}digest={digest}" + (f"#{fragment}" if hash_mark else "")
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
+def _file_chunks(path: Path, offset: int, length: int) -> Iterator[bytes]:
+    """`length` bytes of `path` from `offset`, read lazily in pieces."""
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        handle.seek(offset)
+        while length > 0 and (chunk := handle.read(min(_CHUNK, length))):
+            length -= len(chunk)
             yield chunk
 
 
 def _retryable(response: httpx.Response) -> bool:
-    return response.status_code == 429 or response.status_code >= 500
+    return response.status_code in (408, 429) or response.status_code >= 500

@@ -12,7 +12,6 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import logging
-import os
 import random
 import ssl
 import threading
@@ -24,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from hatch_jib.errors import RegistryError
+from hatch_jib.errors import ConfigError, RegistryError
 
 __all__ = [
     "Body",
@@ -34,6 +33,7 @@ __all__ = [
     "origin_of",
     "redact_headers",
     "redact_url",
+    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class TransportOptions:
     ca_file: str | None = None  # else SSL_CERT_FILE / the system store
     timeout: float = 60.0
     max_retries: int = 4
+    # Bytes per PATCH; None uploads with one PUT unless the blob is very large.
+    upload_chunk_size: int | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -143,6 +145,8 @@ class Transport:
             return True
         return is_loopback(host)
 
+    # TODO(#3): share what a host speaks between the base and target clients of one build;
+    # each Transport probes `/v2/` once today, so a same-registry build probes twice.
     def _settle_scheme(self) -> str:
         with self._lock:
             if self._scheme is None:
@@ -291,12 +295,7 @@ class Transport:
     # -- clients -------------------------------------------------------------------------
 
     def _new_client(self, *, verify: bool) -> httpx.Client:
-        ssl_context: ssl.SSLContext | bool
-        if verify:
-            ca_file = self.options.ca_file or os.environ.get("SSL_CERT_FILE") or None
-            ssl_context = ssl.create_default_context(cafile=ca_file)
-        else:
-            ssl_context = False
+        ssl_context: ssl.SSLContext | bool = tls_context(self.options.ca_file) if verify else False
         return httpx.Client(
             verify=ssl_context,
             timeout=httpx.Timeout(self.options.timeout),
@@ -313,6 +312,24 @@ class Transport:
         self._client.close()
         if self._unverified is not None:
             self._unverified.close()
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verifying TLS: the system store (or SSL_CERT_FILE / SSL_CERT_DIR), plus `ca_file`.
+
+    The extra CA is added rather than substituted, so a private registry and a public base
+    image registry both verify in one build.
+    """
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(
+                f"Cannot load the CA file {ca_file}: {error}",
+                hint="point `tool.jib.registry-ca-file` (JIB_REGISTRY_CA_FILE) at a PEM bundle",
+            ) from error
+    return context
 
 
 def _hostname(host: str) -> str:

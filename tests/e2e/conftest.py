@@ -26,7 +26,9 @@ def copy_project(name: str, tmp_path: Path) -> Path:
         known = sorted(path.name for path in FIXTURE_PROJECTS.iterdir())
         raise ValueError(f"no fixture project {name!r} in {FIXTURE_PROJECTS}; known: {known}")
     project = tmp_path / f"{name}-{uuid.uuid4().hex[:12]}"
-    shutil.copytree(source, project, ignore=shutil.ignore_patterns("dist", "__pycache__"))
+    shutil.copytree(
+        source, project, symlinks=True, ignore=shutil.ignore_patterns("dist", "__pycache__")
+    )
 
     # Point the build requirement at this checkout instead of the published package.
     pyproject = project / "pyproject.toml"

@@ -84,9 +84,12 @@ def registry(
     running.stop()
 
 
-def options_for(registry: RunningRegistry) -> TransportOptions:
+def options_for(registry: RunningRegistry, *, chunk: int | None = None) -> TransportOptions:
     return TransportOptions(
-        ca_file=str(registry.ca_file) if registry.ca_file else None, timeout=10.0, max_retries=1
+        ca_file=str(registry.ca_file) if registry.ca_file else None,
+        timeout=10.0,
+        max_retries=1,
+        upload_chunk_size=chunk,
     )
 
 
@@ -97,6 +100,7 @@ def client_for(
     password: str | None = None,
     push: bool = True,
     mount_from: tuple[str, ...] = (),
+    chunk: int | None = None,
 ) -> RegistryClient:
     credential = None
     if registry.username:
@@ -107,7 +111,7 @@ def client_for(
         registry.host,
         repository,
         credential=credential,
-        options=options_for(registry),
+        options=options_for(registry, chunk=chunk),
         push=push,
         mount_from=mount_from,
     )
@@ -152,6 +156,18 @@ def test_manifest_pushed_by_tag_pulls_back_byte_exact_by_tag_and_digest(
     assert by_tag.media_type == MediaType.OCI_MANIFEST
     assert by_tag.digest == pushed
     assert by_digest == by_tag
+
+
+def test_chunked_upload_is_stored_byte_exact(registry: RunningRegistry, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 41 + registry.mode.encode()
+    digest = sha256_digest(data)
+    store = BlobStore(tmp_path / "cache")
+
+    with client_for(registry, "team/chunks", chunk=4096) as client:
+        client.upload_blob(digest, len(data), write_blob(tmp_path, data))
+        fetched = client.fetch_blob(digest, store)
+
+    assert fetched.read_bytes() == data
 
 
 def test_fetch_blob_streams_into_the_store_verified(
@@ -308,23 +324,136 @@ def test_registry_that_is_not_running_raises_unreachable_with_a_hint(tmp_path: P
 
 
 @pytest.mark.parametrize("mode", ["open", "htpasswd"])
-def test_skopeo_inspects_the_pushed_image(tmp_path: Path, mode: str) -> None:
-    image = make_tiny_image("for skopeo\n")
+def test_skopeo_copies_the_image_pushed_in_chunks(tmp_path: Path, mode: str) -> None:
+    image = make_tiny_image("for skopeo\n" * 50)
     with running_registry(tmp_path / "reg", mode) as registry:
-        with client_for(registry, "team/skopeo") as client:
+        with client_for(registry, "team/skopeo", chunk=64) as client:
             digest = push_image(client, image, tmp_path, "v2")
-        command = ["skopeo", "inspect", "--tls-verify=false"]
-        if registry.username:
-            command.append(f"--creds={registry.username}:{registry.password}")
-        done = subprocess.run(
-            [*command, f"docker://{registry.host}/team/skopeo:v2"],
+        command = ["skopeo", "--insecure-policy"]
+        source = f"docker://{registry.host}/team/skopeo:v2"
+        creds = (
+            [f"--src-creds={registry.username}:{registry.password}"] if registry.username else []
+        )
+        inspected = subprocess.run(
+            [
+                *command,
+                "inspect",
+                "--tls-verify=false",
+                *[c.replace("src-", "") for c in creds],
+                source,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        # skopeo copy verifies every blob it downloads against its digest.
+        copied = subprocess.run(
+            [
+                *command,
+                "copy",
+                "--src-tls-verify=false",
+                *creds,
+                source,
+                f"dir:{tmp_path / 'copy'}",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
         )
 
-    assert done.returncode == 0, done.stderr
-    inspected = json.loads(done.stdout)
-    assert inspected["Digest"] == digest
-    assert inspected["Layers"] == [sha256_digest(image.layer)]
-    assert inspected["Architecture"] == "amd64"
+    assert inspected.returncode == 0, inspected.stderr
+    assert copied.returncode == 0, copied.stderr
+    info = json.loads(inspected.stdout)
+    assert info["Digest"] == digest
+    assert info["Layers"] == [sha256_digest(image.layer)]
+    assert info["Architecture"] == "amd64"
+    assert (tmp_path / "copy" / sha256_digest(image.layer).split(":")[1]).read_bytes() == (
+        image.layer
+    )
+
+
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_push_with_mount_survives_a_token_server_that_keeps_one_scope(
+    tmp_path: Path, keep: str
+) -> None:
+    data = b"one scope per token: " + keep.encode()
+    digest = sha256_digest(data)
+    with running_registry(tmp_path / "reg", "token") as registry:
+        assert registry.token_server is not None
+        registry.token_server.keep_scopes = keep
+        with client_for(registry, "team/base") as source:
+            source.upload_blob(digest, len(data), write_blob(tmp_path, data))
+        other = b"not in the source " + keep.encode()
+
+        with client_for(registry, "team/app", mount_from=("team/base",)) as target:
+            target.mount_blob(digest, "team/base")
+            if target.blob_exists(digest) is None:
+                target.upload_blob(digest, len(data), write_blob(tmp_path, data))
+            target.upload_blob(sha256_digest(other), len(other), write_blob(tmp_path, other))
+            sizes = [target.blob_exists(d) for d in (digest, sha256_digest(other))]
+
+    assert sizes == [len(data), len(other)]
+
+
+def test_ca_file_from_ssl_cert_file_is_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = make_tiny_image("trusted through SSL_CERT_FILE\n")
+    with running_registry(tmp_path / "reg", "tls") as registry:
+        assert registry.ca_file is not None
+        monkeypatch.setenv("SSL_CERT_FILE", str(registry.ca_file))
+        options = TransportOptions(timeout=10.0, max_retries=0)
+        with RegistryClient(registry.host, "team/ca", credential=None, options=options) as c:
+            digest = push_image(c, image, tmp_path, "v1")
+            scheme = c.transport.scheme
+
+    assert (scheme, digest) == ("https", image.manifest_digest)
+
+
+@pytest.mark.parametrize("anonymous_pull", [False, True], ids=["private", "public"])
+def test_base_pull_tries_anonymous_first_then_the_credential(
+    tmp_path: Path, anonymous_pull: bool
+) -> None:
+    image = make_tiny_image("anonymous first\n")
+    with running_registry(tmp_path / "reg", "token") as registry:
+        assert registry.token_server is not None
+        with client_for(registry, "team/base") as pusher:
+            push_image(pusher, image, tmp_path, "v1")
+        registry.token_server.anonymous_actions = ("pull",) if anonymous_pull else ()
+        registry.token_server.requests.clear()
+        credential = Credential(registry.username or "", registry.password or "", source="t")
+
+        with RegistryClient(
+            registry.host,
+            "team/base",
+            credential=credential,
+            options=options_for(registry),
+            anonymous_first=True,
+        ) as puller:
+            pulled = puller.get_manifest("v1")
+
+        sent_basic = [request["basic"] for request in registry.token_server.requests]
+
+    assert pulled.data == image.manifest
+    assert sent_basic == ([None] if anonymous_pull else [None, True])
+
+
+def test_base_pull_from_a_basic_registry_sends_the_credential_after_a_refusal(
+    tmp_path: Path,
+) -> None:
+    image = make_tiny_image("basic after anonymous\n")
+    with running_registry(tmp_path / "reg", "htpasswd") as registry:
+        with client_for(registry, "team/base") as pusher:
+            push_image(pusher, image, tmp_path, "v1")
+        credential = Credential(registry.username or "", registry.password or "", source="t")
+
+        with RegistryClient(
+            registry.host,
+            "team/base",
+            credential=credential,
+            options=options_for(registry),
+            anonymous_first=True,
+        ) as puller:
+            pulled = puller.get_manifest("v1")
+
+    assert pulled.data == image.manifest

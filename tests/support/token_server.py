@@ -117,6 +117,8 @@ class TokenServer:
     issuer: str = ISSUER
     expires_in: int = 300
     anonymous_actions: tuple[str, ...] = ()
+    # "all", or "first"/"last" to act like token servers that honour one scope per token.
+    keep_scopes: str = "all"
     refresh_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     requests: list[dict[str, Any]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -146,6 +148,10 @@ class TokenServer:
 
     def issue(self, subject: str, scopes: list[str], *, authenticated: bool) -> str:
         """A signed JWT granting `subject` the actions `scopes` asks for (or fewer)."""
+        if self.keep_scopes == "first":
+            scopes = scopes[:1]
+        elif self.keep_scopes == "last":
+            scopes = scopes[-1:]
         access = []
         for scope in scopes:
             entry = parse_scope(scope)
@@ -192,8 +198,8 @@ def _handler_for(issuer: TokenServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             query = parse_qs(urlsplit(self.path).query)
             scopes = _split_scopes(query.get("scope", []))
-            issuer.requests.append({"method": "GET", "query": query})
             verdict = issuer.check_basic(self.headers.get("Authorization"))
+            issuer.requests.append({"method": "GET", "query": query, "basic": verdict})
             if verdict is False:
                 self._reply(401, {"details": "incorrect username or password"})
                 return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from pathlib import Path
 
@@ -122,3 +124,57 @@ def test_venv_skeleton_links_the_base_interpreter(root: Path) -> None:
         "include-system-site-packages = false",
         "version = 3.12",
     ]
+
+
+def test_gui_scripts_data_scripts_and_extras_entry_points_get_venv_shebangs(
+    tmp_path: Path, root: Path
+) -> None:
+    wheel = build_wheel(
+        tmp_path,
+        "probe",
+        "1.0",
+        {
+            "probe/__init__.py": "def main():\n    pass\n",
+            # A script shipped as data: installer rewrites its `#!python` shebang.
+            "probe-1.0.data/scripts/probe-tool": "#!python\nprint('tool')\n",
+        },
+        console_scripts={"probe": "probe:main [fancy]"},
+        gui_scripts={"probe-gui": "probe:main"},
+    )
+
+    dist = install_wheel(wheel, filename=wheel.name, target=TARGET, root=root)
+
+    for name in ("probe", "probe-gui", "probe-tool"):
+        assert f"app/.venv/bin/{name}" in dist.files
+        script = (root / "app/.venv/bin" / name).read_text()
+        assert script.startswith("#!/app/.venv/bin/python\n"), name
+        assert os.access(root / "app/.venv/bin" / name, os.X_OK)
+    assert "from probe import main" in (root / "app/.venv/bin/probe").read_text()
+
+
+def test_path_requirements_in_metadata_lose_the_host_path(tmp_path: Path, root: Path) -> None:
+    wheel = build_wheel(
+        tmp_path,
+        "probe",
+        "1.0",
+        {"probe/__init__.py": ""},
+        requires=(
+            "helper[fast] @ file:///home/me/src/helper ; python_version >= '3.8'",
+            "lib @ git+https://example.org/lib.git@v1",
+            "idna>=3",
+        ),
+    )
+
+    install_wheel(wheel, filename=wheel.name, target=TARGET, root=root)
+
+    metadata = (root / SITE / "probe-1.0.dist-info/METADATA").read_text()
+    assert [line for line in metadata.splitlines() if line.startswith("Requires-Dist")] == [
+        'Requires-Dist: helper[fast]; python_version >= "3.8"',
+        "Requires-Dist: lib @ git+https://example.org/lib.git@v1",
+        "Requires-Dist: idna>=3",
+    ]
+    # RECORD lists the hash of the bytes in the image, not of the wheel's original METADATA.
+    digest = hashlib.sha256(metadata.encode()).digest()
+    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    record = (root / SITE / "probe-1.0.dist-info/RECORD").read_text()
+    assert f"probe-1.0.dist-info/METADATA,sha256={expected}," in record

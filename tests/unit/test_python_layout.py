@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
+import pytest
+
+from hatch_jib.config import ExtraDirectory
 from hatch_jib.image.layer import LayerEntry, LayerSpec
 from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
-from hatch_jib.python.layout import split_layers
+from hatch_jib.python.layout import extra_directory_layers, split_layers
 from hatch_jib.python.target import TargetProfile
 from tests.unit.data.python.wheels import build_wheel
 
@@ -85,3 +89,137 @@ def test_empty_layers_are_skipped_and_symlinks_stay_symlinks(tmp_path: Path) -> 
 
     assert [spec.name for spec in specs] == ["code"]
     assert LayerEntry.symlink(f"{SITE}/pkg/alias.py", "__init__.py") in specs[0].entries
+
+
+def staged_dist(root: Path, name: str, size: int) -> InstalledDist:
+    path = f"{SITE}/{name}/__init__.py"
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_bytes(b"#" * size)
+    return InstalledDist(name, "1.0", (path,))
+
+
+def test_dependencies_over_the_threshold_get_their_own_layers_by_name(tmp_path: Path) -> None:
+    project = staged_dist(tmp_path, "app", 10)
+    small, numpy, scipy = (
+        staged_dist(tmp_path, n, s) for n, s in [("six", 99), ("NumPy", 100), ("scipy", 500)]
+    )
+    local = staged_dist(tmp_path, "helper", 10)
+
+    specs = split_layers(
+        tmp_path,
+        dependencies=[numpy, scipy, small],
+        local_dependencies=[local],
+        project=project,
+        venv_entries=[],
+        own_layer_size=100,
+    )
+
+    assert [spec.name for spec in specs] == [
+        "dependencies",
+        "dependency-numpy",
+        "dependency-scipy",
+        "local-dependencies",
+        "code",
+    ]
+    assert paths(specs[0]) == [f"{SITE}/six/__init__.py"]
+    assert paths(specs[1]) == [f"{SITE}/NumPy/__init__.py"]
+    assert paths(specs[3]) == [f"{SITE}/helper/__init__.py"]
+
+
+def test_only_the_biggest_dependencies_get_layers_when_the_layer_budget_is_short(
+    tmp_path: Path,
+) -> None:
+    project = staged_dist(tmp_path, "app", 10)
+    dists = [staged_dist(tmp_path, f"big{size}", size) for size in (200, 300, 400)]
+
+    specs = split_layers(
+        tmp_path,
+        dependencies=dists,
+        project=project,
+        venv_entries=[],
+        own_layer_size=100,
+        spare_layers=6,
+    )
+
+    assert [spec.name for spec in specs] == [
+        "dependencies",
+        "dependency-big300",
+        "dependency-big400",
+        "code",
+    ]
+    assert paths(specs[0]) == [f"{SITE}/big200/__init__.py"]
+
+
+def test_threshold_off_keeps_every_dependency_in_one_layer(tmp_path: Path) -> None:
+    project = staged_dist(tmp_path, "app", 10)
+    big = staged_dist(tmp_path, "numpy", 1 << 20)
+
+    specs = split_layers(
+        tmp_path, dependencies=[big], project=project, venv_entries=[], own_layer_size=None
+    )
+
+    assert [spec.name for spec in specs] == ["dependencies", "code"]
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    source = tmp_path / "config"
+    (source / "conf.d").mkdir(parents=True)
+    (source / "build").mkdir()
+    (source / "app.conf").write_text("a\n")
+    (source / "app.conf.bak").write_text("old\n")
+    (source / "secret.key").write_text("k\n")
+    (source / "conf.d/x.conf").write_text("x\n")
+    (source / "build/out.conf").write_text("o\n")
+    os.symlink("app.conf", source / "current.conf")
+    return source
+
+
+def test_extra_directory_honours_excludes_permissions_and_keeps_symlinks(
+    config_dir: Path,
+) -> None:
+    directory = ExtraDirectory(
+        config_dir,
+        "/etc/app",
+        excludes=("**/*.bak", "build"),
+        permissions={"/etc/app/*.key": "600", "/etc/app/conf.d": "700"},
+    )
+
+    [spec] = extra_directory_layers([directory])
+
+    entries = {entry.path: entry for entry in spec.entries}
+    assert spec.name == "extra-directory-0"
+    assert sorted(entries) == [
+        "etc/app",
+        "etc/app/app.conf",
+        "etc/app/conf.d",
+        "etc/app/conf.d/x.conf",
+        "etc/app/current.conf",
+        "etc/app/secret.key",
+    ]
+    assert entries["etc/app/secret.key"].mode == 0o600
+    assert entries["etc/app/conf.d"].mode == 0o700
+    assert entries["etc/app/app.conf"].mode == 0o644
+    assert entries["etc/app/current.conf"] == LayerEntry.symlink("etc/app/current.conf", "app.conf")
+
+
+def test_extra_directory_includes_select_files_and_bring_their_directories(
+    config_dir: Path,
+) -> None:
+    (config_dir / "run.sh").write_text("#!/bin/sh\n")
+    (config_dir / "run.sh").chmod(0o755)
+    directory = ExtraDirectory(config_dir, "/opt", includes=("**/*.conf", "*.sh"))
+
+    [spec] = extra_directory_layers([directory])
+
+    assert paths(spec) == [
+        "opt",
+        "opt/app.conf",
+        "opt/build/out.conf",
+        "opt/conf.d/x.conf",
+        "opt/current.conf",
+        "opt/run.sh",
+    ]
+    # Modes are fixed, not copied from the checkout, unless permissions say otherwise.
+    assert {entry.path: entry.mode for entry in spec.entries}["opt/run.sh"] == 0o644
+    assert stat.S_IMODE((config_dir / "run.sh").stat().st_mode) == 0o755

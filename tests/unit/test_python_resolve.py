@@ -175,3 +175,21 @@ def test_offline_download_of_a_missing_wheel_is_a_build_error(store: BlobStore) 
 
 def _tiny_wheel(directory: Path, name: str, version: str) -> Path:
     return build_wheel(directory, name, version, {f"{name}/__init__.py": "VALUE = 1\n"})
+
+
+def test_projects_tool_uv_find_links_are_honoured_and_key_the_record(
+    tmp_path: Path, store: BlobStore
+) -> None:
+    project = tmp_path / "project"
+    (project / "links").mkdir(parents=True)
+    build_wheel(project / "links", "privpkg", "1.0", {"privpkg/__init__.py": ""})
+    pyproject = '[project]\nname = "app"\nversion = "1"\n[tool.uv]\nfind-links = ["links"]\n'
+    (project / "pyproject.toml").write_text(pyproject)
+
+    [wheel] = resolve(["privpkg"], DEBIAN_311, store=store, project_root=project)
+
+    assert wheel.url == (project / "links/privpkg-1.0-py3-none-any.whl").as_uri()
+    # A changed setting is not answered from the record: uv runs again and reads it.
+    (project / "pyproject.toml").write_text(pyproject.replace('"links"', '"elsewhere"'))
+    with pytest.raises(BuildError, match="Failed to read `--find-links` directory"):
+        resolve(["privpkg"], DEBIAN_311, store=store, project_root=project)

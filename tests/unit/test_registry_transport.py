@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+import trustme
 
+from hatch_jib.config import load_config
+from hatch_jib.errors import ConfigError
+from hatch_jib.pipeline.steps import transport_options
 from hatch_jib.registry.client import _with_digest
 from hatch_jib.registry.transport import (
     Transport,
@@ -13,6 +19,7 @@ from hatch_jib.registry.transport import (
     is_loopback,
     redact_headers,
     redact_url,
+    tls_context,
 )
 
 DIGEST = "sha256:" + "ab" * 32
@@ -109,3 +116,61 @@ def test_retry_after_accepts_seconds_and_dates_and_is_capped() -> None:
 )
 def test_digest_is_merged_into_the_upload_location_query(location: str, expected: str) -> None:
     assert _with_digest(location, DIGEST) == expected
+
+
+def test_ca_file_is_trusted_in_addition_to_the_system_store(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+
+    system = tls_context(None).cert_store_stats()["x509_ca"]
+    with_ca = tls_context(str(ca_file)).cert_store_stats()["x509_ca"]
+
+    assert with_ca == system + 1
+
+
+def test_unreadable_ca_file_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        tls_context(str(tmp_path / "missing.pem"))
+
+    assert "missing.pem" in caught.value.message
+    assert "registry-ca-file" in str(caught.value)
+
+
+def test_registry_ca_file_key_and_env_reach_the_transport_options(tmp_path: Path) -> None:
+    table = {"from": {"image": "python:3.12-slim"}, "registry-ca-file": "certs/ca.pem"}
+
+    from_table = transport_options(load_config(table, project_root=tmp_path, environ={}))
+    from_env = transport_options(
+        load_config(
+            {"from": {"image": "python:3.12-slim"}},
+            project_root=tmp_path,
+            environ={"JIB_REGISTRY_CA_FILE": "/etc/pki/ca.pem"},
+        )
+    )
+
+    assert from_table.ca_file == str(tmp_path / "certs" / "ca.pem")
+    assert from_env.ca_file == "/etc/pki/ca.pem"
+
+
+def test_upload_chunk_size_key_and_env_reach_the_transport_options(tmp_path: Path) -> None:
+    base = {"from": {"image": "python:3.12-slim"}}
+
+    from_table = load_config({**base, "upload-chunk-size": 4096}, project_root=tmp_path, environ={})
+    from_env = load_config(base, project_root=tmp_path, environ={"JIB_UPLOAD_CHUNK_SIZE": "8192"})
+
+    assert transport_options(from_table).upload_chunk_size == 4096
+    assert transport_options(from_env).upload_chunk_size == 8192
+    assert (
+        transport_options(load_config(base, project_root=tmp_path, environ={})).upload_chunk_size
+        is None
+    )
+
+
+@pytest.mark.parametrize("value", [0, -1, "1MB", True])
+def test_upload_chunk_size_must_be_a_positive_integer(tmp_path: Path, value: object) -> None:
+    table = {"from": {"image": "python:3.12-slim"}, "upload-chunk-size": value}
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(table, project_root=tmp_path, environ={})
+
+    assert "`tool.jib.upload-chunk-size` must be a positive integer" in caught.value.message

@@ -21,17 +21,29 @@ def build_wheel(
     files: Mapping[str, str],
     *,
     console_scripts: Mapping[str, str] | None = None,
+    gui_scripts: Mapping[str, str] | None = None,
+    tag: str = "py3-none-any",
+    requires: tuple[str, ...] = (),
 ) -> Path:
-    """Write `{name}-{version}-py3-none-any.whl` holding `files` and return its path."""
+    """Write `{name}-{version}-{tag}.whl` holding `files` and return its path."""
     dist_info = f"{name}-{version}.dist-info"
     contents = dict(files)
-    contents[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    contents[f"{dist_info}/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: hatch-jib-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    contents[f"{dist_info}/METADATA"] = metadata + "".join(
+        f"Requires-Dist: {requirement}\n" for requirement in requires
     )
-    if console_scripts:
-        lines = [f"{script} = {target}" for script, target in console_scripts.items()]
-        contents[f"{dist_info}/entry_points.txt"] = "[console_scripts]\n" + "\n".join(lines) + "\n"
+    purelib = "true" if tag.endswith("-any") else "false"
+    contents[f"{dist_info}/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: hatch-jib-tests\nRoot-Is-Purelib: {purelib}\nTag: {tag}\n"
+    )
+    sections = {"console_scripts": console_scripts, "gui_scripts": gui_scripts}
+    entry_points = "".join(
+        f"[{section}]\n" + "".join(f"{script} = {target}\n" for script, target in scripts.items())
+        for section, scripts in sections.items()
+        if scripts
+    )
+    if entry_points:
+        contents[f"{dist_info}/entry_points.txt"] = entry_points
 
     # RECORD lists every file with its urlsafe-base64 sha256, then itself without one.
     record = [
@@ -40,7 +52,7 @@ def build_wheel(
     record.append(f"{dist_info}/RECORD,,")
     contents[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
 
-    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    wheel = directory / f"{name}-{version}-{tag}.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, data in contents.items():
             info = zipfile.ZipInfo(path, _ZIP_TIME)

@@ -1,0 +1,163 @@
+"""Transport rules over real sockets: clear-text credentials, proxies, secrets in logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hatch_jib.errors import RegistryError
+from hatch_jib.image.descriptor import MediaType, sha256_digest
+from hatch_jib.registry import Credential, RegistryClient, TransportOptions
+from tests.support.fake_registry import ConnectProxy, Reply, Seen, fake_registry
+from tests.support.registry import running_registry
+
+pytestmark = pytest.mark.integration
+
+# A name that is not loopback, resolved to 127.0.0.1 inside the test process only.
+REMOTE_NAME = "registry.test"
+MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": MediaType.OCI_MANIFEST}).encode()
+
+
+@pytest.fixture
+def remote_name(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == REMOTE_NAME else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    yield REMOTE_NAME
+
+
+def basic_registry(r: Seen) -> Reply:
+    if "Authorization" not in r.headers:
+        return 401, {"WWW-Authenticate": 'Basic realm="fake"'}, b""
+    return 200, {"Content-Type": MediaType.OCI_MANIFEST}, MANIFEST
+
+
+def remote_client(host: str, *, send_over_http: bool) -> RegistryClient:
+    options = TransportOptions(
+        insecure_hosts=frozenset({REMOTE_NAME}),
+        send_credentials_over_http=send_over_http,
+        timeout=5.0,
+        max_retries=0,
+    )
+    credential = Credential("user", "PW-SECRET-71", source="the test")
+    return RegistryClient(host, "team/app", credential=credential, options=options)
+
+
+def test_credentials_are_not_sent_over_http_to_a_remote_host(remote_name: str) -> None:
+    with fake_registry(basic_registry) as server:
+        host = f"{remote_name}:{server.port}"
+        with remote_client(host, send_over_http=False) as c, pytest.raises(RegistryError) as caught:
+            c.get_manifest("v1")
+
+    assert caught.value.code == "INSECURE_CREDENTIALS"
+    assert "send-credentials-over-http" in str(caught.value)
+    assert server.seen, "the registry was reached over plain HTTP"
+    assert all("Authorization" not in r.headers for r in server.seen)
+
+
+def test_credentials_go_over_http_when_the_user_opts_in_with_a_warning(
+    remote_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hatch_jib")
+
+    with fake_registry(basic_registry) as server:
+        host = f"{remote_name}:{server.port}"
+        with remote_client(host, send_over_http=True) as c:
+            pulled = c.get_manifest("v1")
+
+    assert pulled.data == MANIFEST
+    assert server.seen[-1].headers["Authorization"].startswith("Basic ")
+    assert f"over plain HTTP to http://{host}" in caplog.text
+    assert "PW-SECRET-71" not in caplog.text
+
+
+def test_token_realm_on_remote_plain_http_gets_no_credentials(remote_name: str) -> None:
+    seen_tokens: list[Seen] = []
+
+    def token_script(r: Seen) -> Reply:
+        seen_tokens.append(r)
+        return 200, {}, b'{"token": "t"}'
+
+    with fake_registry(token_script) as auth:
+        realm = f'Bearer realm="http://{remote_name}:{auth.port}/token",service="s"'
+        with fake_registry(lambda r: (401, {"WWW-Authenticate": realm}, b"")) as server:
+            host = f"{remote_name}:{server.port}"
+            with (
+                remote_client(host, send_over_http=False) as c,
+                pytest.raises(RegistryError) as caught,
+            ):
+                c.get_manifest("v1")
+
+    assert caught.value.code == "INSECURE_CREDENTIALS"
+    assert seen_tokens == []
+
+
+@pytest.fixture
+def proxy() -> Iterator[ConnectProxy]:
+    started = ConnectProxy().start()
+    yield started
+    started.stop()
+
+
+@pytest.mark.parametrize("bypass", [False, True], ids=["https-proxy", "no-proxy"])
+def test_https_proxy_is_used_unless_no_proxy_names_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy, bypass: bool
+) -> None:
+    blob = b"through the proxy"
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    if bypass:
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    else:
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+
+    with running_registry(tmp_path / "reg", "tls") as registry:
+        assert registry.ca_file is not None
+        options = TransportOptions(ca_file=str(registry.ca_file), timeout=10.0, max_retries=0)
+        with RegistryClient(registry.host, "team/proxy", credential=None, options=options) as c:
+            c.upload_blob(sha256_digest(blob), len(blob), path)
+            size = c.blob_exists(sha256_digest(blob))
+
+    assert size == len(blob)
+    assert proxy.targets == ([] if bypass else [registry.host] * len(proxy.targets))
+    assert bypass or proxy.targets
+
+
+def test_no_secret_reaches_the_debug_log_with_tokens_and_identity_tokens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    blob = b"secrets stay secret"
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+
+    with running_registry(tmp_path / "reg", "token") as registry:
+        assert registry.token_server is not None and registry.password is not None
+        secrets = [registry.password, registry.token_server.refresh_token]
+        credentials = [
+            Credential(registry.username or "", registry.password, source="a password"),
+            Credential("<token>", registry.token_server.refresh_token, source="an identity"),
+        ]
+        tokens = []
+        for credential in credentials:
+            options = TransportOptions(timeout=10.0, max_retries=0)
+            with RegistryClient(
+                registry.host, "team/secret", credential=credential, options=options, push=True
+            ) as c:
+                c.upload_blob(sha256_digest(blob), len(blob), path)
+                tokens.append(c.auth.authorization())
+
+    assert "Bearer ***" in caplog.text
+    for secret in [*secrets, *(t.split(" ", 1)[1] for t in tokens if t)]:
+        assert secret not in caplog.text

@@ -1,0 +1,72 @@
+"""Local dependencies (a path, a git repository) are built into wheels kept by content."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hatch_jib.errors import BuildError
+from hatch_jib.python.local import build_local_wheels
+
+
+def make_package(root: Path, name: str = "helper", version: str = "1.0") -> Path:
+    (root / name).mkdir(parents=True)
+    (root / name / "__init__.py").write_text("VALUE = 1\n")
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""\
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+            [project]
+            name = "{name}"
+            version = "{version}"
+            """
+        )
+    )
+    return root
+
+
+def test_path_dependency_becomes_a_wheel_requirement_stable_across_builds(
+    tmp_path: Path,
+) -> None:
+    source = make_package(tmp_path / "src")
+    spec = f"helper @ {source.as_uri()} ; python_version >= '3.8'"
+
+    [(first, wheel)] = build_local_wheels([spec], cache_root=tmp_path / "cache")
+    [(second, _)] = build_local_wheels([spec], cache_root=tmp_path / "cache")
+
+    assert wheel.name == "helper-1.0-py2.py3-none-any.whl"
+    assert wheel.parent.parent == tmp_path / "cache/local-wheels"
+    assert first == f"helper @ {wheel.as_uri()} ; python_version >= '3.8'"
+    assert second == first
+
+
+def test_git_dependency_is_cloned_at_its_revision_and_built(tmp_path: Path) -> None:
+    repo = make_package(tmp_path / "repo", version="2.0")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "v2"], check=True)
+    subprocess.run([*git, "tag", "v2"], check=True)
+    (repo / "pyproject.toml").write_text(
+        (repo / "pyproject.toml").read_text().replace("2.0", "3.0")
+    )
+    subprocess.run([*git, "commit", "-qam", "v3"], check=True)
+
+    [(spec, wheel)] = build_local_wheels(
+        [f"helper @ git+{repo.as_uri()}@v2"], cache_root=tmp_path / "cache"
+    )
+
+    assert wheel.name == "helper-2.0-py2.py3-none-any.whl"
+    assert spec == f"helper @ {wheel.as_uri()}"
+
+
+def test_missing_path_dependency_is_a_build_error_naming_it(tmp_path: Path) -> None:
+    missing = (tmp_path / "nowhere").as_uri()
+
+    with pytest.raises(BuildError, match=f"local dependency {missing} does not exist"):
+        build_local_wheels([f"helper @ {missing}"], cache_root=tmp_path / "cache")

@@ -1,0 +1,70 @@
+"""`build_application_layers`: the project's requirements end up in the right named layers."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hatch_jib.cache import BlobStore
+from hatch_jib.config import load_config
+from hatch_jib.pipeline.steps import build_application_layers
+from hatch_jib.project import load_project
+from hatch_jib.python.target import TargetProfile
+from tests.unit.data.python.wheels import build_wheel
+
+TARGET = TargetProfile("3.11", "/usr/bin/python3.11", "amd64", libc_version="2.36")
+
+
+@pytest.fixture(autouse=True)
+def no_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Everything here is a file in the project: uv never needs an index.
+    monkeypatch.setenv("UV_NO_INDEX", "1")
+
+
+def layer_paths(store: BlobStore, digest: str) -> list[str]:
+    data = gzip.decompress(store.read_bytes(digest))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getnames()
+
+
+def test_wheel_inside_the_project_goes_in_the_local_dependencies_layer(tmp_path: Path) -> None:
+    project_root = tmp_path / "app"
+    (project_root / "app").mkdir(parents=True)
+    (project_root / "wheels").mkdir()
+    (project_root / "app/__init__.py").write_text("")
+    (project_root / "app/__main__.py").write_text("print('hi')\n")
+    build_wheel(project_root / "wheels", "vendored", "1.0", {"vendored/__init__.py": ""})
+    (project_root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+            [project]
+            name = "app"
+            version = "1.0"
+            dependencies = ["vendored @ {root:uri}/wheels/vendored-1.0-py3-none-any.whl"]
+            [tool.hatch.metadata]
+            allow-direct-references = true
+            """
+        )
+    )
+    project = load_project(project_root)
+    config = load_config({"from": {"image": "base"}}, project_root=project_root, environ={})
+    store = BlobStore(tmp_path / "cache")
+
+    app = build_application_layers(project, config, TARGET, store, base_layers=1)
+
+    by_name = {layer.name: layer for layer in app.layers}
+    assert list(by_name) == ["dependencies", "local-dependencies", "code"]
+    site = "app/.venv/lib/python3.11/site-packages"
+    assert f"{site}/vendored/__init__.py" in layer_paths(
+        store, by_name["local-dependencies"].digest
+    )
+    assert f"{site}/vendored/__init__.py" not in layer_paths(store, by_name["dependencies"].digest)
+    assert app.entrypoint == ("/app/.venv/bin/python", "-m", "app")
