@@ -313,14 +313,15 @@ def build_application_layers(
     config: JibConfig,
     target: TargetProfile,
     store: BlobStore,
-    wheel: Path,
+    wheel: Path | None = None,
     *,
     base_layers: int = 0,
 ) -> AppLayers:
     """Resolve and install for the target, and write our layers.
 
-    The dependency layers and the project's layers are each reused, without installing
-    anything, when their inputs are unchanged: the resolved wheels, or the project's wheel.
+    `wheel` is the project's wheel if built already (see `build_project_wheel`). The
+    dependency layers and the project's layers are each reused, without installing anything,
+    when their inputs are unchanged: the resolved wheels, or the project's wheel.
     """
     venv = f"{config.container.app_root.rstrip('/')}/.venv"
     extras = extra_directory_layers(config.extra_directories)
@@ -335,6 +336,7 @@ def build_application_layers(
     with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
         root = Path(scratch) / "root"
         root.mkdir()
+        wheel = wheel or build_wheel(project, Path(scratch) / "wheel")
 
         # Dependencies, then our own wheel, then extra directories on top, one layer each.
         dependencies = _dependency_layers(project, config, store, root, setup)
