@@ -166,7 +166,7 @@ def push_rows(label: str, project: Path, work: Path, base: str) -> list[Row]:
             "skopeo",
             "copy",
             "--dest-tls-verify=false",
-            f"oci:{layout}",
+            f"oci:{layout}:latest",
             f"docker://{their_registry.host}/bench/{label}:1.0",
         ]
         theirs = pushed(measure(copy), their_registry, 0)
