@@ -10,7 +10,7 @@ from typing import Any
 
 from hatch_jib.cache import cache_in_use, default_cache_dir
 from hatch_jib.config import JibConfig, load_config
-from hatch_jib.console import setup_console
+from hatch_jib.console import live_progress, setup_console
 from hatch_jib.errors import ConfigError
 from hatch_jib.pipeline import BuildPlan, BuildResult, run_build
 from hatch_jib.project import Project, load_project
@@ -89,7 +89,7 @@ def build_project(
     )
 
     # A shared hold on the cache keeps `hatch-jib cache prune` from removing blobs mid-build.
-    with cache_in_use(config.cache_dir or default_cache_dir()):
+    with cache_in_use(config.cache_dir or default_cache_dir()), live_progress(config.console):
         return run_build(plan, previous)
 
 

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import tempfile
+import threading
 import traceback
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, TextIO
 
+from hatch_jib import progress
 from hatch_jib.errors import JibError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
 
 __all__ = [
     "EXIT_BUILD_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "PushProgress",
     "console_mode",
     "debug_requested",
+    "live_progress",
     "report_error",
     "report_failure",
     "setup_console",
@@ -124,3 +133,65 @@ def _write_traceback(error: BaseException) -> str | None:
         return handle.name
     except OSError:
         return None
+
+
+class PushProgress:
+    """A live view of blob pushes: one row per blob with a byte bar and its outcome."""
+
+    _FINAL = ("pushed", "skipped", "mounted")
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[state]}"),
+            console=console,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: progress.BlobEvent) -> None:
+        # Events arrive from the push pool's threads.
+        with self._lock:
+            task = self._tasks.get(event.digest)
+            if event.state == "sent":
+                if task is not None:
+                    self.progress.advance(task, event.done)
+                return
+            if task is None:
+                label = f"{event.name:<12} {event.digest.partition(':')[2][:12]}"
+                task = self.progress.add_task(label, total=event.size, state=event.state)
+                self._tasks[event.digest] = task
+            if event.state in self._FINAL:
+                self.progress.update(task, completed=event.size, state=event.state)
+            else:
+                # A restarted upload starts its byte count again.
+                self.progress.update(task, completed=0, state=event.state)
+
+
+def _rich_console() -> Console | None:
+    """The console of the rich log handler, so log lines print above the live view."""
+    for handler in logging.getLogger("hatch_jib").handlers:
+        console = getattr(handler, "console", None)
+        if getattr(handler, _HANDLER_FLAG, False) and console is not None:
+            return console  # type: ignore[no-any-return]
+    return None
+
+
+@contextlib.contextmanager
+def live_progress(mode: str | None = None) -> Iterator[PushProgress | None]:
+    """Show pushes live in rich mode; in plain mode the log lines say it all."""
+    console = _rich_console()
+    if console_mode(mode) != "rich" or console is None:
+        yield None
+        return
+    display = PushProgress(console)
+    unsubscribe = progress.subscribe(display)
+    try:
+        with display.progress:
+            yield display
+    finally:
+        unsubscribe()

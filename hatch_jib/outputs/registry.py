@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from hatch_jib import progress
 from hatch_jib.image.image import BuiltImage, ImageIndex, ImageLayer
 from hatch_jib.image.reference import Reference
 from hatch_jib.registry.client import RegistryClient
@@ -79,14 +80,22 @@ def _push_blob(
     blob_path: Callable[[str], Path],
     mount_from: str | None,
 ) -> BlobPush:
+    def report(state: str) -> None:
+        progress.publish(progress.BlobEvent(digest, state, name, size))
+
+    report("checking")
     if client.blob_exists(digest) is not None:
         log.info("Layer %-12s %s already in target, skipped", name, _short(digest))
+        report("skipped")
         return BlobPush(digest, name, size, "skipped")
     if mount_from and client.mount_blob(digest, mount_from):
         log.info("Layer %-12s %s mounted from %s", name, _short(digest), mount_from)
+        report("mounted")
         return BlobPush(digest, name, size, "mounted")
+    report("uploading")
     client.upload_blob(digest, size, blob_path(digest))
     log.info("Layer %-12s %s pushed (%d bytes)", name, _short(digest), size)
+    report("pushed")
     return BlobPush(digest, name, size, "pushed")
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hatch_jib.cache import BlobStore, default_cache_dir
 from hatch_jib.config import JibConfig
@@ -30,6 +34,9 @@ log = logging.getLogger("hatch_jib")
 
 OUTPUTS = ("registry", "tar", "oci", "docker")
 # The final log line names the most telling output, in Jib's words.
+# Outputs that need the base layers' bytes, not just their digests.
+_BYTE_OUTPUTS = ("tar", "oci", "docker")
+T = TypeVar("T")
 _FINAL_VERBS = {
     "registry": "Built and pushed image as",
     "docker": "Built image to Docker daemon as",
@@ -111,6 +118,11 @@ def _check_outputs(plan: BuildPlan) -> None:
         raise ConfigError(
             f"Unknown output {unknown[0]!r}", hint=f"use one of: {', '.join(OUTPUTS)}"
         )
+    if "registry" in plan.outputs and plan.config.offline:
+        raise ConfigError(
+            "An offline build cannot push to a registry",
+            hint="build the tar output (`hatch build -t jib:tar` or --tar), or turn off `offline`",
+        )
     if "registry" in plan.outputs and plan.config.to.image is None:
         raise ConfigError(
             "The registry output needs `tool.jib.to.image`",
@@ -126,27 +138,79 @@ def _check_outputs(plan: BuildPlan) -> None:
 
 
 def _build_images(plan: BuildPlan, store: BlobStore) -> BuiltImage:
-    """One image per platform; several become an index in the format of the first."""
+    """One image per platform; several become an index in the format of the first.
+
+    The project's wheel needs nothing from the base, so it is built while the bases are
+    pulled; outputs that need the base layers' bytes fetch them while our layers are built.
+    """
     config = plan.config
     base_ref = config.from_.image
     metadata = steps.project_metadata(plan.project)
-    with steps.connect(
-        base_ref,
-        auth=config.from_.auth,
-        options=steps.transport_options(config),
-        cred_helper=config.from_.cred_helper,
-    ) as base_client:
+
+    # Exit order matters: the pool's threads finish before the client and scratch go away.
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hatch-jib-")))
+        base_client = stack.enter_context(
+            steps.connect(
+                base_ref,
+                auth=config.from_.auth,
+                options=steps.transport_options(config),
+                cred_helper=config.from_.cred_helper,
+            )
+        )
+        pool = stack.enter_context(_StepPool())
+        wheel = pool.submit(steps.build_project_wheel, plan.project, scratch / "wheel")
         bases = [
             steps.pull_base_image(
-                base_ref, base_client, store, platform, warn_unpinned=position == 0
+                base_ref,
+                base_client,
+                store,
+                platform,
+                offline=config.offline,
+                warn_unpinned=position == 0,
             )
             for position, platform in enumerate(config.from_.platforms)
         ]
+        if any(output in _BYTE_OUTPUTS for output in plan.outputs):
+            for base in bases:
+                pool.submit(steps.obtain_base_layers, base, store)
         image_format = config.container.format or bases[0].manifest.format
-        images = [_build_platform(plan, base, store, image_format, metadata) for base in bases]
+        images = [
+            _build_platform(plan, base, store, image_format, metadata, wheel.result())
+            for base in bases
+        ]
+        pool.wait_all()
     if len(images) == 1:
         return images[0]
     return steps.assemble_index(images, image_format=image_format, annotations=metadata)
+
+
+class _StepPool:
+    """A small pool for steps that run beside the main line of the build.
+
+    On any failure the steps not yet started are cancelled and the running ones are waited
+    for, so no thread outlives the build and only the first error is raised.
+    """
+
+    def __init__(self, workers: int = 4) -> None:
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="jib-step")
+        self._futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future = self._executor.submit(fn, *args)
+        self._futures.append(future)
+        return future
+
+    def wait_all(self) -> None:
+        """Wait for every step; raise the first failure."""
+        for future in self._futures:
+            future.result()
+
+    def __enter__(self) -> _StepPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _build_platform(
@@ -155,6 +219,7 @@ def _build_platform(
     store: BlobStore,
     image_format: str,
     metadata: dict[str, str],
+    wheel: Path,
 ) -> Image:
     # Layers that come out the same for every platform (code, resources) are cache hits
     # after the first platform: the layer selector maps equal inputs to the same blob.
@@ -168,7 +233,7 @@ def _build_platform(
     )
     target = steps.detect_target_profile(base, store, overrides)
     app = steps.build_application_layers(
-        plan.project, config, target, store, base_layers=len(base.manifest.layers)
+        plan.project, config, target, store, wheel, base_layers=len(base.manifest.layers)
     )
     venv = f"{config.container.app_root.rstrip('/')}/.venv"
     environment = steps.image_environment(config, base, venv)
@@ -196,6 +261,8 @@ class _BaseBlobs:
         cached = self._store.verified_path(digest)
         if cached is not None:
             return cached
+        if self._config.offline:
+            raise steps.offline_blob_missing(self._config.from_.image, digest, self._store)
         return self._base_client().fetch_blob(digest, self._store)
 
     def _base_client(self) -> RegistryClient:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,8 @@ from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.image.config import ContainerSettings, build_image_config
 from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
 from hatch_jib.image.image import Image, ImageIndex, ImageLayer
-from hatch_jib.image.layer import BuiltLayer, build_layer
+from hatch_jib.image.layer import FORMAT_VERSION as LAYER_FORMAT
+from hatch_jib.image.layer import BuiltLayer, LayerSpec, build_layer
 from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest, serialize
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
@@ -30,9 +33,9 @@ from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
 from hatch_jib.python.layout import MAX_LAYERS, extra_directory_layers, split_layers
 from hatch_jib.python.local import build_local_wheels
 from hatch_jib.python.lock import check_locked_hashes, collect_requirements
-from hatch_jib.python.resolve import download, resolve
+from hatch_jib.python.resolve import ResolvedWheel, download, resolve
 from hatch_jib.python.target import PythonOverrides, TargetProfile, detect_target
-from hatch_jib.registry.client import RegistryClient
+from hatch_jib.registry.client import PulledManifest, RegistryClient
 from hatch_jib.registry.credentials import Credential, find_credential
 from hatch_jib.registry.transport import TransportOptions
 
@@ -42,12 +45,15 @@ __all__ = [
     "assemble_image",
     "assemble_index",
     "build_application_layers",
+    "build_project_wheel",
     "choose_entrypoint",
     "connect",
     "detect_target_profile",
+    "fetch_base_blob",
     "git_revision",
     "image_environment",
     "obtain_base_layers",
+    "offline_blob_missing",
     "project_metadata",
     "pull_base_image",
     "transport_options",
@@ -69,6 +75,7 @@ class BaseImage:
     manifest_digest: str
     config: dict[str, Any]
     platform: Platform
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,14 +133,18 @@ def pull_base_image(
     store: BlobStore,
     platform: Platform,
     *,
+    offline: bool = False,
     warn_unpinned: bool = True,
 ) -> BaseImage:
-    """Pull the base's manifest (through its index if it has one) and its config."""
+    """Pull the base's manifest (through its index if it has one) and its config.
+
+    Offline, both come from the cache: a tag through the digest it had when last pulled.
+    """
     if warn_unpinned and not reference.digest:
         log.warning(
             "Base image %s is not pinned by digest: builds may change when the tag moves", reference
         )
-    pulled = client.get_manifest(reference.identifier)
+    pulled = _get_manifest(client, reference, reference.identifier, store, offline)
     media_type = pulled.media_type or _sniff_media_type(pulled.data)
 
     # Pick the platform from an index or manifest list.
@@ -146,7 +157,7 @@ def pull_base_image(
                 f"Base image {reference} has no {platform} image (it has: {available})",
                 hint="set `tool.jib.from.platforms` to one it has, or choose another base",
             )
-        pulled = client.get_manifest(chosen.digest)
+        pulled = _get_manifest(client, reference, chosen.digest, store, offline)
         media_type = pulled.media_type or _sniff_media_type(pulled.data)
     if media_type not in MediaType.MANIFESTS:
         raise BuildError(
@@ -156,7 +167,7 @@ def pull_base_image(
     manifest = parse_manifest(pulled.data, media_type)
 
     # The config says the platform for single-platform bases; check it matches.
-    client.fetch_blob(manifest.config.digest, store)
+    _fetch_blob(client, reference, manifest.config.digest, store, offline, what="config")
     config = json.loads(store.read_bytes(manifest.config.digest))
     found = Platform(
         config.get("os", "linux"), config.get("architecture", "amd64"), config.get("variant")
@@ -167,7 +178,78 @@ def pull_base_image(
             hint=f'set `tool.jib.from.platforms` to ["{found}"] or choose a {platform} base',
         )
     log.info("Base image %s@%s (%s)", reference.context, pulled.digest, found)
-    return BaseImage(reference, client, manifest, pulled.digest, config, found)
+    return BaseImage(reference, client, manifest, pulled.digest, config, found, offline)
+
+
+def _get_manifest(
+    client: RegistryClient, reference: Reference, identifier: str, store: BlobStore, offline: bool
+) -> PulledManifest:
+    """A manifest by tag or digest from the registry, kept in the cache for offline builds."""
+    tag_key = f"{reference.registry}/{reference.repository}:{identifier}"
+    if offline:
+        return _cached_manifest(reference, identifier, store, tag_key)
+
+    pulled = client.get_manifest(identifier)
+    store.put_bytes(pulled.data, expected=pulled.digest)
+    store.write_record("manifests", pulled.digest, {"media_type": pulled.media_type})
+    if not identifier.startswith("sha256:"):
+        store.write_record("tags", tag_key, {"digest": pulled.digest})
+    return pulled
+
+
+def _cached_manifest(
+    reference: Reference, identifier: str, store: BlobStore, tag_key: str
+) -> PulledManifest:
+    digest: str | None = identifier
+    if not identifier.startswith("sha256:"):
+        digest = (store.read_record("tags", tag_key) or {}).get("digest")
+    record = store.read_record("manifests", digest) if digest else None
+    path = store.verified_path(digest) if digest and record else None
+    if digest is None or record is None or path is None:
+        what = "the digest of tag" if digest is None else "the manifest"
+        separator = "@" if identifier.startswith("sha256:") else ":"
+        raise BuildError(
+            f"Offline build: {what} {reference.context}{separator}{identifier} is not in the cache "
+            f"at {store.root}",
+            hint="build once with network access (or pin the base by digest after one), "
+            "or turn off `offline`",
+        )
+    log.info("Base manifest %s from the cache (offline)", digest)
+    return PulledManifest(path.read_bytes(), record["media_type"], digest)
+
+
+def _fetch_blob(
+    client: RegistryClient,
+    reference: Reference,
+    digest: str,
+    store: BlobStore,
+    offline: bool,
+    *,
+    what: str,
+) -> Path:
+    """A base blob from the cache, else from the registry unless the build is offline."""
+    path = store.verified_path(digest)
+    if path is not None:
+        return path
+    if offline:
+        raise offline_blob_missing(reference, digest, store, what=what)
+    return client.fetch_blob(digest, store)
+
+
+def offline_blob_missing(
+    reference: Reference, digest: str, store: BlobStore, *, what: str = "layer"
+) -> BuildError:
+    """The error for a base blob an offline build needs and the cache lacks."""
+    return BuildError(
+        f"Offline build: base image {what} {digest} of {reference.context} is not in the "
+        f"cache at {store.root}",
+        hint="build once with network access for this output, or turn off `offline`",
+    )
+
+
+def fetch_base_blob(base: BaseImage, digest: str, store: BlobStore) -> Path:
+    """One base layer or config blob, verified, downloading it only when the cache lacks it."""
+    return _fetch_blob(base.client, base.reference, digest, store, base.offline, what="layer")
 
 
 def _sniff_media_type(raw: bytes) -> str:
@@ -183,33 +265,47 @@ def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
     missing = [digest for digest in digests if store.verified_path(digest) is None]
     if missing:
         log.info("Downloading %d of %d base layers", len(missing), len(digests))
-    with ThreadPoolExecutor(MAX_CONNECTIONS) as pool:
-        list(pool.map(lambda digest: base.client.fetch_blob(digest, store), missing))
+    with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="jib-pull") as pool:
+        list(pool.map(lambda digest: fetch_base_blob(base, digest, store), missing))
     return [store.path(digest) for digest in digests]
 
 
 def detect_target_profile(
     base: BaseImage, store: BlobStore, overrides: PythonOverrides
 ) -> TargetProfile:
-    """The base's Python and platform, cached by base manifest digest."""
+    """The base's Python and platform, cached by base manifest digest.
+
+    The layers are read only when the config and overrides leave the Python version or the
+    libc open, so a registry build over a `python:*` base with a libc override downloads none.
+    """
     key = json.dumps([base.manifest_digest, repr(overrides)])
     record = store.read_record("targets", key)
     if record:
         target = TargetProfile(**record)
-    else:
-        # TODO(#4): read PYTHON_VERSION-style config first and skip layer downloads when enough.
-        layers = obtain_base_layers(base, store)
-        target = detect_target(
-            base.config,
-            layers,
-            architecture=base.platform.architecture,
-            variant=base.platform.variant,
-            overrides=overrides,
-        )
-        store.write_record("targets", key, target.__dict__)
+        log.info("Target: %s (cached)", target.describe())
         return target
-    log.info("Target: %s (cached)", target.describe())
+
+    layers: list[Path] = []
+    if not _config_says_enough(base.config, overrides):
+        layers = obtain_base_layers(base, store)
+    target = detect_target(
+        base.config,
+        layers,
+        architecture=base.platform.architecture,
+        variant=base.platform.variant,
+        overrides=overrides,
+    )
+    store.write_record("targets", key, target.__dict__)
     return target
+
+
+def _config_says_enough(config: dict[str, Any], overrides: PythonOverrides) -> bool:
+    """Whether the Python version and libc are known without reading any base layer."""
+    env = (config.get("config") or {}).get("Env") or []
+    has_version = bool(overrides.version) or any(
+        str(item).startswith("PYTHON_VERSION=") for item in env
+    )
+    return has_version and bool(overrides.platform_tags or overrides.libc)
 
 
 def build_application_layers(
@@ -217,40 +313,36 @@ def build_application_layers(
     config: JibConfig,
     target: TargetProfile,
     store: BlobStore,
+    wheel: Path | None = None,
     *,
     base_layers: int = 0,
 ) -> AppLayers:
-    """Build the wheel, resolve and install for the target, and write our layers."""
+    """Resolve and install for the target, and write our layers.
+
+    `wheel` is the project's wheel if built already (see `build_project_wheel`). The
+    dependency layers and the project's layers are each reused, without installing anything,
+    when their inputs are unchanged: the resolved wheels, or the project's wheel.
+    """
     venv = f"{config.container.app_root.rstrip('/')}/.venv"
-    python = config.python
+    extras = extra_directory_layers(config.extra_directories)
+    setup = _InstallSetup(
+        target=target,
+        venv=venv,
+        mtime=config.container.files_modification_time,
+        compile=should_compile(config.python.bytecode, target),
+        own_layer_size=config.python.layer_threshold,
+        spare_layers=MAX_LAYERS - base_layers - len(extras),
+    )
     with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
-        scratch_path = Path(scratch)
-        wheel = build_wheel(project, scratch_path / "wheel")
-
-        # Install into a staging tree that mirrors the image.
-        root = scratch_path / "root"
+        root = Path(scratch) / "root"
         root.mkdir()
-        venv_entries = create_venv(root, target, venv=venv)
-        index, local = _install_dependencies(project, config, target, store, root, venv)
-        own = install_wheel(wheel, filename=wheel.name, target=target, root=root, venv=venv)
+        wheel = wheel or build_wheel(project, Path(scratch) / "wheel")
 
-        # Bytecode next to each source, in the same layer, when the target can load it.
-        if should_compile(python.bytecode, target):
-            index, local, [own] = (compile_dists(root, dists) for dists in (index, local, [own]))
-
-        # Split into layers; extra directories go on top, one layer each.
-        extras = extra_directory_layers(config.extra_directories)
-        specs = split_layers(
-            root,
-            dependencies=index,
-            local_dependencies=local,
-            project=own,
-            venv_entries=venv_entries,
-            own_layer_size=python.layer_threshold,
-            spare_layers=MAX_LAYERS - base_layers - len(extras),
-        )
-        mtime = config.container.files_modification_time
-        layers = tuple(build_layer(spec, store, mtime=mtime) for spec in [*specs, *extras])
+        # Dependencies, then our own wheel, then extra directories on top, one layer each.
+        dependencies = _dependency_layers(project, config, store, root, setup)
+        own = _project_layers(wheel, store, root, setup)
+        extra = tuple(build_layer(spec, store, mtime=setup.mtime) for spec in extras)
+        layers = (*dependencies, *own, *extra)
         entrypoint = choose_entrypoint(project, config, venv, main_module(wheel))
 
     for layer in layers:
@@ -261,17 +353,158 @@ def build_application_layers(
     return AppLayers(layers, entrypoint, target)
 
 
-def _install_dependencies(
-    project: Project,
-    config: JibConfig,
-    target: TargetProfile,
-    store: BlobStore,
-    root: Path,
-    venv: str,
-) -> tuple[list[InstalledDist], list[InstalledDist]]:
-    """Resolve, fetch and install the dependencies for the target, not for this host.
+def build_project_wheel(project: Project, directory: Path) -> Path:
+    """Build the project's wheel; it needs nothing from the base, so it runs beside the pull."""
+    return build_wheel(project, directory)
 
-    Returns the index dependencies and the local (path, VCS) ones, installed under `root`.
+
+@dataclass(frozen=True)
+class _InstallSetup:
+    """Everything besides the wheels that decides the bytes of an installed layer."""
+
+    target: TargetProfile
+    venv: str
+    mtime: int
+    compile: bool
+    own_layer_size: int | None
+    spare_layers: int
+
+    def key(self, kind: str, wheels: Sequence[Sequence[str]]) -> str:
+        from hatch_jib import __version__
+
+        payload = {
+            "format": _INSTALL_FORMAT,
+            "layer-format": LAYER_FORMAT,
+            "hatch-jib": __version__,
+            "kind": kind,
+            "wheels": [list(wheel) for wheel in wheels],
+            "target": self.target.__dict__,
+            "venv": self.venv,
+            "mtime": self.mtime,
+            # Bytecode comes from this interpreter, so its exact version is an input.
+            "bytecode": sys.version if self.compile else None,
+            "own-layer-size": self.own_layer_size,
+            "spare-layers": self.spare_layers,
+        }
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+# Bump when the same wheels would install to other bytes (installer, venv or split changes).
+_INSTALL_FORMAT = "1"
+# Stands for "no project" when only the dependency layers are split out.
+_NOTHING = InstalledDist("", "", ())
+
+
+def _dependency_layers(
+    project: Project, config: JibConfig, store: BlobStore, root: Path, setup: _InstallSetup
+) -> tuple[BuiltLayer, ...]:
+    """The dependency layers; an unchanged set of wheels is neither downloaded nor installed."""
+    venv_entries = create_venv(root, setup.target, venv=setup.venv)
+    resolved, local_urls = _resolve_dependencies(project, config, setup.target, store)
+    wheels = [
+        (item.filename, _wheel_identity(item), "local" if item.url in local_urls else "")
+        for item in resolved
+    ]
+    key = setup.key("dependencies", wheels)
+    reused = _reuse_layers(store, key)
+    if reused is not None:
+        return reused
+
+    # Installed in resolution order, which is by name: the same tree on every machine.
+    paths = download(resolved, store, offline=config.offline)
+    index: list[InstalledDist] = []
+    local: list[InstalledDist] = []
+    for item, path in zip(resolved, paths, strict=True):
+        dist = install_wheel(
+            path, filename=item.filename, target=setup.target, root=root, venv=setup.venv
+        )
+        (local if item.url in local_urls else index).append(dist)
+
+    # Bytecode next to each source, in the same layer, when the target can load it.
+    if setup.compile:
+        index, local = compile_dists(root, index), compile_dists(root, local)
+    specs = split_layers(
+        root,
+        dependencies=index,
+        local_dependencies=local,
+        project=_NOTHING,
+        venv_entries=venv_entries,
+        own_layer_size=setup.own_layer_size,
+        spare_layers=setup.spare_layers,
+    )
+    return _build_and_remember(specs, store, key, setup.mtime)
+
+
+def _project_layers(
+    wheel: Path, store: BlobStore, root: Path, setup: _InstallSetup
+) -> tuple[BuiltLayer, ...]:
+    """The `resources` and `code` layers, keyed by the project wheel (hatchling's is stable)."""
+    # TODO(#4): a code-only change reinstalls every resource file of the wheel (slow for
+    # 10,000 files) only to find the resources layer reusable; installing just the changed
+    # files needs an installer that still writes the complete RECORD.
+    key = setup.key("project", [(wheel.name, _file_digest(wheel))])
+    reused = _reuse_layers(store, key)
+    if reused is not None:
+        return reused
+
+    own = install_wheel(wheel, filename=wheel.name, target=setup.target, root=root, venv=setup.venv)
+    if setup.compile:
+        [own] = compile_dists(root, [own])
+    specs = split_layers(
+        root,
+        dependencies=(),
+        project=own,
+        venv_entries=(),
+        own_layer_size=setup.own_layer_size,
+        spare_layers=setup.spare_layers,
+    )
+    return _build_and_remember(specs, store, key, setup.mtime)
+
+
+def _wheel_identity(wheel: ResolvedWheel) -> str:
+    """What pins a wheel's bytes: a local file's own digest, else the index's hash or URL."""
+    if wheel.url.startswith("file:"):
+        # A local wheel may be rebuilt in place with new content under the same name.
+        return _file_digest(Path(url2pathname(urlsplit(wheel.url).path)))
+    return wheel.sha256 or wheel.url
+
+
+def _reuse_layers(store: BlobStore, key: str) -> tuple[BuiltLayer, ...] | None:
+    """The layers recorded for `key`, if every blob is still in the cache and intact."""
+    record = store.read_record("installed-layers", key)
+    if record is None:
+        return None
+    layers = tuple(BuiltLayer(**{**item, "reused": True}) for item in record["layers"])
+    if any(store.verified_path(layer.digest) is None for layer in layers):
+        return None
+    return layers
+
+
+def _build_and_remember(
+    specs: Sequence[LayerSpec], store: BlobStore, key: str, mtime: int
+) -> tuple[BuiltLayer, ...]:
+    layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
+    items = [
+        {"name": x.name, "digest": x.digest, "diff_id": x.diff_id, "size": x.size} for x in layers
+    ]
+    store.write_record("installed-layers", key, {"layers": items})
+    return layers
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _resolve_dependencies(
+    project: Project, config: JibConfig, target: TargetProfile, store: BlobStore
+) -> tuple[list[ResolvedWheel], set[str]]:
+    """The wheels to install for the target, not for this host, and which of them are local.
+
+    Local (path, VCS, project-relative) wheels are returned by URL in the second item.
     """
     python = config.python
     wanted = collect_requirements(
@@ -296,18 +529,14 @@ def _install_dependencies(
     )
     if wanted.locked:
         check_locked_hashes(resolved, wanted)
-    paths = download(resolved, store, offline=config.offline)
     log.info("Resolved %d dependencies for %s", len(resolved), target.python_platform())
-
-    # Installed in resolution order, which is by name: the same tree on every machine.
-    local_urls = {path.as_uri() for _, path in built}
-    index: list[InstalledDist] = []
-    local: list[InstalledDist] = []
-    for item, path in zip(resolved, paths, strict=True):
-        dist = install_wheel(path, filename=item.filename, target=target, root=root, venv=venv)
-        is_local = item.url in local_urls or _in_project(item.url, project.root)
-        (local if is_local else index).append(dist)
-    return index, local
+    built_urls = {path.as_uri() for _, path in built}
+    local_urls = {
+        item.url
+        for item in resolved
+        if item.url in built_urls or _in_project(item.url, project.root)
+    }
+    return resolved, local_urls
 
 
 def _in_project(url: str, root: Path) -> bool:

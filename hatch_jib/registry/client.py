@@ -22,6 +22,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from hatch_jib import progress
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import DigestMismatch, MediaType, check_digest, sha256_digest
@@ -357,7 +358,7 @@ class RegistryClient:
         # Monolithic: the bytes travel with the closing PUT.
         if chunk is None:
             response = self._upload_request(
-                "PUT", _with_digest(location, digest), what, path, 0, size, last=True
+                "PUT", _with_digest(location, digest), what, path, 0, size, digest=digest, last=True
             )
             self._finish_upload(response, digest, what)
             return
@@ -366,14 +367,16 @@ class RegistryClient:
         offset = 0
         while offset < size:
             length = min(chunk, size - offset)
-            response = self._upload_request("PATCH", location, what, path, offset, length)
+            response = self._upload_request(
+                "PATCH", location, what, path, offset, length, digest=digest
+            )
             with closing(response):
                 self._check_upload_step(response, f"PATCH {what}", (202,))
                 self._check_range(response, offset + length, f"PATCH {what}")
             location = self._next_location(response, location)
             offset += length
         response = self._upload_request(
-            "PUT", _with_digest(location, digest), what, path, size, 0, last=True
+            "PUT", _with_digest(location, digest), what, path, size, 0, digest=digest, last=True
         )
         self._finish_upload(response, digest, what)
 
@@ -396,6 +399,7 @@ class RegistryClient:
         offset: int,
         length: int,
         *,
+        digest: str,
         last: bool = False,
     ) -> httpx.Response:
         """Send one upload request exactly once; a lost answer fails the session."""
@@ -408,7 +412,7 @@ class RegistryClient:
                 url,
                 what=what,
                 headers=headers,
-                body=lambda: _file_chunks(path, offset, length),
+                body=lambda: progress.sent(digest, _file_chunks(path, offset, length)),
                 idempotent=False,
             )
         except RegistryError as error:

@@ -1,0 +1,389 @@
+"""Benchmarks: hatch-jib builds beside skopeo, `tar | gzip | sha256sum` and buildah, one table.
+
+Run as root from the repository root, after `scripts/setup`:
+
+    python benchmarks/run.py                 # everything (downloads numpy, pandas, pyarrow)
+    python benchmarks/run.py --quick         # no heavy dependencies, layers up to 100 MB
+
+Every build is `python -m hatch_jib build` in a child process, so wall time and peak memory
+(the child's max RSS) are what a user would see. Bytes uploaded are what the registry stores
+after the push, counted in its storage directory. Ratios are the result; absolute times only
+describe this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.base_image import push_base_image  # noqa: E402
+from tests.support.registry import RunningRegistry, running_registry  # noqa: E402
+
+HEAVY_DEPENDENCIES = ["numpy", "pandas", "pyarrow"]
+MANY_FILES = 10_000
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured child process."""
+
+    seconds: float
+    peak_mb: float
+    uploaded: int = 0
+
+
+@dataclass(frozen=True)
+class Row:
+    case: str
+    ours: Run
+    reference: str = ""
+    theirs: Run | None = None
+    goal: str = ""
+
+    def ratio(self) -> str:
+        if self.theirs is None:
+            return ""
+        return f"{self.ours.seconds / self.theirs.seconds:.2f}"
+
+
+def measure(command: Sequence[str], *, env: dict[str, str] | None = None, shell=False) -> Run:
+    """Run `command`, failing loudly; its wall time and the child's own peak RSS."""
+    with tempfile.TemporaryFile() as output:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command, env=env, shell=shell, stdout=output, stderr=output, cwd=REPO_ROOT
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            output.seek(0)
+            sys.stderr.write(output.read().decode(errors="replace")[-4000:])
+            raise SystemExit(f"benchmark step failed: {command}")
+    return Run(seconds, usage.ru_maxrss / 1024)
+
+
+def stored_bytes(registry: RunningRegistry) -> int:
+    """Bytes of every blob the registry stores."""
+    assert registry.storage is not None
+    blobs = registry.storage / "docker" / "registry" / "v2" / "blobs"
+    return sum(path.stat().st_size for path in blobs.rglob("data")) if blobs.exists() else 0
+
+
+def jib_build(project: Path, cache: Path, base: str, *args: str) -> Run:
+    env = {**os.environ, "JIB_CACHE_DIR": str(cache), "JIB_FROM_IMAGE": base}
+    command = [sys.executable, "-m", "hatch_jib", "build", str(project), "--plain", *args]
+    return measure(command, env=env)
+
+
+def pushed(run: Run, registry: RunningRegistry, before: int) -> Run:
+    return Run(run.seconds, run.peak_mb, stored_bytes(registry) - before)
+
+
+# Projects ---------------------------------------------------------------------------------
+
+
+def write_project(root: Path, name: str, dependencies: Sequence[str], files: int = 0) -> Path:
+    """A project with one script, `dependencies`, and `files` small resource files."""
+    package = root / name / name.replace("-", "_")
+    package.mkdir(parents=True)
+    deps = ", ".join(f'"{dep}"' for dep in dependencies)
+    (root / name / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        f'[project]\nname = "{name}"\nversion = "1.0"\ndependencies = [{deps}]\n\n'
+        f'[project.scripts]\n{name} = "{package.name}:main"\n'
+    )
+    (package / "__init__.py").write_text("def main():\n    print('hello')\n")
+    for index in range(files):
+        data = package / "data" / f"{index // 1000:02d}" / f"item{index:05d}.txt"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        data.write_text(f"item {index}\n" * 8)
+    return root / name
+
+
+def change_code(project: Path) -> None:
+    module = next(project.glob("*/__init__.py"))
+    module.write_text(module.read_text() + f"# changed at {time.time()}\n")
+
+
+# Cases --------------------------------------------------------------------------------------
+
+
+def incremental_rows(
+    label: str, project: Path, work: Path, registry: RunningRegistry, base: str
+) -> list[Row]:
+    """Cold build (fresh cache), no-op rebuild, code-only rebuild: one project, one target."""
+    cache = work / f"cache-{label}"
+    target = ["--to", f"{registry.host}/bench/{label}"]
+    before = stored_bytes(registry)
+    cold = pushed(jib_build(project, cache, base, *target), registry, before)
+    before = stored_bytes(registry)
+    noop = pushed(jib_build(project, cache, base, *target), registry, before)
+    change_code(project)
+    before = stored_bytes(registry)
+    code = pushed(jib_build(project, cache, base, *target), registry, before)
+    return [
+        Row(f"{label}: cold build", cold),
+        Row(f"{label}: no-op rebuild", noop, "cold build", cold, "<= 0.35"),
+        Row(f"{label}: code-only change", code, "cold build", cold, "<= 0.5"),
+    ]
+
+
+def push_rows(label: str, project: Path, work: Path, base: str) -> list[Row]:
+    """Ours pushing a built image into an empty registry, against skopeo from an OCI layout."""
+    cache = work / f"cache-{label}"
+    jib_build(project, cache, base, "--tar", "--output-dir", str(work / f"tar-{label}"))
+    layout = work / f"layout-{label}"
+    layout.mkdir()
+    archive = next((work / f"tar-{label}").glob("*.image.tar"))
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+
+    with running_registry(work / f"empty-ours-{label}", "open") as ours_registry:
+        target = ["--to", f"{ours_registry.host}/bench/{label}"]
+        ours = pushed(jib_build(project, cache, base, *target), ours_registry, 0)
+    with running_registry(work / f"empty-engine-{label}", "open") as engine_registry:
+        target_ref = f"{engine_registry.host}/bench/{label}"
+        engine = pushed(
+            measure([sys.executable, __file__, "push-layout", str(layout), target_ref]),
+            engine_registry,
+            0,
+        )
+    with running_registry(work / f"empty-skopeo-{label}", "open") as their_registry:
+        copy = [
+            "skopeo",
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{layout}:latest",
+            f"docker://{their_registry.host}/bench/{label}:1.0",
+        ]
+        theirs = pushed(measure(copy), their_registry, 0)
+    return [
+        Row(f"{label}: build + push, warm cache, empty registry", ours, "skopeo copy", theirs),
+        Row(f"{label}: push alone, empty registry", engine, "skopeo copy", theirs, "<= 1.2"),
+    ]
+
+
+def layer_tree_from(cache: Path, digest: str, destination: Path) -> Path:
+    destination.mkdir(parents=True)
+    blob = cache / "blobs" / "sha256" / digest.removeprefix("sha256:")
+    subprocess.run(["tar", "-xzf", str(blob), "-C", str(destination)], check=True)
+    return destination
+
+
+def layer_row(label: str, tree: Path, work: Path) -> Row:
+    """Our layer writer on `tree` against `tar | gzip -6 | sha256sum` of the same tree."""
+    store = work / f"layer-store-{label}"
+    ours = measure([sys.executable, __file__, "write-layer", str(tree), str(store)])
+    pipeline = f"tar --sort=name -C {tree} -cf - . | gzip -6 | sha256sum"
+    theirs = measure(["bash", "-o", "pipefail", "-c", pipeline])
+    return Row(f"{label}: write one layer", ours, "tar \\| gzip -6 \\| sha256sum", theirs, "<= 1.0")
+
+
+def buildah_row(label: str, project: Path, work: Path, registry: RunningRegistry, base: str) -> Row:
+    """A cold build against `uv pip install --target` + COPY-only `buildah bud` + push."""
+    if shutil.which("buildah") is None:
+        raise SystemExit("buildah is missing: apt-get install buildah (see scripts/setup)")
+    context = work / f"buildah-{label}"
+    context.mkdir()
+    script = f"""
+        set -euo pipefail
+        {sys.executable} -m uv pip install -q --target {context}/site-packages \\
+            --python-version 3.11 --python-platform x86_64-manylinux_2_36 {project}
+        printf 'FROM {base}\\nCOPY site-packages /app/site-packages\\n' > {context}/Containerfile
+        buildah --storage-driver vfs bud -q --isolation chroot --tls-verify=false \\
+            -t bench-{label} {context} >/dev/null
+        buildah --storage-driver vfs push -q --tls-verify=false bench-{label} \\
+            docker://{registry.host}/bench/buildah-{label}:1.0
+    """
+    theirs = measure(["bash", "-c", script])
+    cold = jib_build(
+        project, work / f"cache-cold2-{label}", base, "--to", f"{registry.host}/x/{label}"
+    )
+    return Row(f"{label}: cold build and push", cold, "uv --target + buildah bud + push", theirs)
+
+
+def memory_rows(sizes_mb: Sequence[int], work: Path) -> list[Row]:
+    """Peak memory of the layer writer as one file grows: it must stay flat."""
+    rows = []
+    for size in sizes_mb:
+        tree = work / f"big-{size}"
+        tree.mkdir()
+        with open(tree / "blob.bin", "wb") as handle:
+            for _ in range(size):
+                handle.write(os.urandom(1 << 20))
+        rows.append(layer_row(f"{size}-MB", tree, work))
+        shutil.rmtree(tree)
+        shutil.rmtree(work / f"layer-store-{size}-MB", ignore_errors=True)
+    return rows
+
+
+# Entry points -------------------------------------------------------------------------------
+
+
+def push_layout(layout: Path, target: str) -> None:
+    """Child mode: push an OCI layout's image with our push code alone, as skopeo does."""
+    import json
+
+    from hatch_jib.image.descriptor import Descriptor
+    from hatch_jib.image.image import Image, ImageLayer
+    from hatch_jib.image.manifest import parse_manifest
+    from hatch_jib.image.platform import Platform
+    from hatch_jib.image.reference import parse_reference
+    from hatch_jib.outputs.registry import push_image
+    from hatch_jib.registry import RegistryClient, TransportOptions
+
+    def blob(digest: str) -> Path:
+        return layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    raw = blob(entry["digest"]).read_bytes()
+    manifest = parse_manifest(raw, entry["mediaType"])
+    config = Descriptor(manifest.config.media_type, manifest.config.digest, manifest.config.size)
+    image = Image(
+        platform=Platform(),
+        manifest_media_type=entry["mediaType"],
+        manifest_bytes=raw,
+        config=config,
+        config_bytes=blob(config.digest).read_bytes(),
+        layers=tuple(ImageLayer(layer, "", "layer") for layer in manifest.layers),
+    )
+    reference = parse_reference(target)
+    with RegistryClient(
+        reference.registry,
+        reference.repository,
+        credential=None,
+        options=TransportOptions(),
+        push=True,
+    ) as client:
+        push_image(image, client=client, target=reference, tags=["1.0"], blob_path=blob)
+
+
+def write_layer(tree: Path, store_root: Path) -> None:
+    """Child mode: write `tree` as one layer with the production writer."""
+    from hatch_jib.cache import BlobStore
+    from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
+
+    entries = []
+    for path in sorted(tree.rglob("*")):
+        name = path.relative_to(tree).as_posix()
+        if path.is_symlink():
+            entries.append(LayerEntry.symlink(name, os.readlink(path)))
+        elif path.is_dir():
+            entries.append(LayerEntry.directory(name))
+        else:
+            entries.append(LayerEntry.file(name, path))
+    build_layer(LayerSpec("bench", tuple(entries)), BlobStore(store_root))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {platform.platform()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = [
+        "| case | hatch-jib s | uploaded MB | peak RSS MB | compared with | their s "
+        "| ratio | goal |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- |",
+    ]
+    for row in rows:
+        theirs = f"{row.theirs.seconds:.2f}" if row.theirs else ""
+        lines.append(
+            f"| {row.case} | {row.ours.seconds:.2f} | {row.ours.uploaded / 1e6:.2f} "
+            f"| {row.ours.peak_mb:.0f} | {row.reference} | {theirs} | {row.ratio()} "
+            f"| {row.goal} |"
+        )
+    return "\n".join(lines)
+
+
+@contextmanager
+def workspace() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="hatch-jib-bench-") as work:
+        yield Path(work)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip heavy deps and 1 GB layers")
+    parser.add_argument("--no-buildah", action="store_true", help="skip the buildah comparison")
+    parser.add_argument("mode", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode[:1] == ["write-layer"]:
+        write_layer(Path(args.mode[1]), Path(args.mode[2]))
+        return
+    if args.mode[:1] == ["push-layout"]:
+        push_layout(Path(args.mode[1]), args.mode[2])
+        return
+
+    rows: list[Row] = []
+    with workspace() as work, running_registry(work / "registry", "open") as registry:
+        base = push_base_image(registry.host)
+        small = REPO_ROOT / "fixtures" / "projects" / "hello-cli"
+        projects = {"small": shutil.copytree(small, work / "small")}
+        # The fixture asks for hatch-jib at build time; uv and buildah need only hatchling.
+        pyproject = projects["small"] / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace(', "hatch-jib"]', "]"))
+        projects["many-files"] = write_project(work, "many-files", ["click"], MANY_FILES)
+        if not args.quick:
+            projects["heavy"] = write_project(work, "heavy", HEAVY_DEPENDENCIES)
+
+        for label, project in projects.items():
+            rows += incremental_rows(label, project, work, registry, base)
+        for label, project in projects.items():
+            rows += push_rows(label, project, work, base)
+        rows.append(layer_row("many-files tree", projects["many-files"], work))
+        if "heavy" in projects:
+            tree = work / "heavy-site-packages"
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "uv",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--target",
+                    str(tree),
+                    "--python-version",
+                    "3.11",
+                    "--python-platform",
+                    "x86_64-manylinux_2_36",
+                    "--only-binary",
+                    ":all:",
+                    *HEAVY_DEPENDENCIES,
+                ],
+                check=True,
+            )
+            rows.append(layer_row("heavy site-packages tree", tree, work))
+        if not args.no_buildah:
+            for label, project in projects.items():
+                rows.append(buildah_row(label, project, work, registry, base))
+        rows += memory_rows([10, 100] if args.quick else [10, 100, 1000], work)
+
+    print(f"Machine: {machine()}\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The pipeline against a real registry: shared caches, corrupt blobs, offline builds, pulls."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hatch_jib import progress
+from hatch_jib.build import build_project
+from tests.support.registry import running_registry
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = REPO_ROOT / "fixtures" / "projects"
+
+
+@pytest.fixture(autouse=True)
+def _restore_jib_logger():
+    """In-process builds set up the console; put the logger back for the tests after us."""
+    logger = logging.getLogger("hatch_jib")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
+def project_copy(tmp_path: Path, name: str = "hello-cli", where: str = "project") -> Path:
+    destination = tmp_path / where
+    shutil.copytree(FIXTURES / name, destination, ignore=shutil.ignore_patterns("dist"))
+    return destination
+
+
+def cli_command(project: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "hatch_jib", "build", str(project), "--plain", *args]
+
+
+def cli_env(cache: Path, base_image: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "JIB_CACHE_DIR": str(cache), "JIB_FROM_IMAGE": base_image, **extra}
+
+
+def jib(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `python -m hatch_jib build` from this checkout."""
+    return subprocess.run(
+        cli_command(project, *args),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def layers_of(project: Path) -> dict[str, dict]:
+    result = json.loads((project / "dist" / "jib-image.json").read_text())
+    return {layer["name"]: layer for layer in result["layers"]}
+
+
+def blob_in_cache(cache: Path, digest: str) -> Path:
+    return cache / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+
+def test_two_builds_at_once_on_one_cache_both_succeed(tmp_path, registry, base_image):
+    cache = tmp_path / "cache"
+    env = cli_env(cache, base_image)
+    projects = [project_copy(tmp_path, where=f"copy-{n}") for n in (1, 2)]
+
+    # Both start on an empty cache, so they race for every blob and record.
+    running = [
+        subprocess.Popen(
+            cli_command(project, "--to", f"{registry.host}/pipeline/concurrent-{n}"),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n, project in enumerate(projects)
+    ]
+    outcomes = [(process.wait(timeout=300), process.stderr.read()) for process in running]
+
+    for status, stderr in outcomes:
+        assert status == 0, stderr
+    digests = {(project / "dist" / "jib-image.digest").read_text() for project in projects}
+    assert len(digests) == 1
+    assert list((cache / "tmp").iterdir()) == []
+
+
+def test_corrupt_cached_blobs_are_evicted_rebuilt_and_never_pushed(tmp_path, base_image):
+    cache = tmp_path / "cache"
+    project = project_copy(tmp_path)
+    env = cli_env(cache, base_image)
+    warm = jib(project, "--tar", env=env)
+    assert warm.returncode == 0, warm.stderr
+    layers = layers_of(project)
+    base_blob = blob_in_cache(cache, layers["base"]["digest"])
+    code_blob = blob_in_cache(cache, layers["code"]["digest"])
+    base_blob.write_bytes(base_blob.read_bytes()[: base_blob.stat().st_size // 2])
+    code_blob.write_bytes(b"not a layer")
+
+    # Another registry, so the base layer must be uploaded rather than mounted.
+    with running_registry(tmp_path / "other", "open") as other:
+        target = f"{other.host}/pipeline/corrupt"
+        pushed = jib(project, "--to", target, env=env)
+        assert pushed.returncode == 0, pushed.stderr
+        for name in ("base", "code"):
+            digest = layers[name]["digest"]
+            assert f"evicting corrupt blob {digest}" in pushed.stderr
+            served = httpx.get(f"http://{other.host}/v2/pipeline/corrupt/blobs/{digest}")
+            assert served.status_code == 200
+            assert "sha256:" + hashlib.sha256(served.content).hexdigest() == digest
+    assert layers_of(project)["code"]["pushed"] is True
+
+
+def test_offline_tar_build_works_from_a_warm_cache(tmp_path, base_image):
+    cache = tmp_path / "cache"
+    project = project_copy(tmp_path)
+    online = jib(project, "--tar", env=cli_env(cache, base_image))
+    assert online.returncode == 0, online.stderr
+    digest = (project / "dist" / "jib-image.digest").read_text()
+    (project / "dist" / "jib-image.digest").unlink()
+
+    # The registry's address is unreachable: any request would fail the build.
+    offline = jib(project, "--tar", "--offline", env=cli_env(cache, base_image))
+
+    assert offline.returncode == 0, offline.stderr
+    assert (project / "dist" / "jib-image.digest").read_text() == digest
+    assert "from the cache (offline)" in offline.stderr
+
+
+def test_offline_build_on_a_cold_cache_says_what_is_missing(tmp_path, base_image):
+    project = project_copy(tmp_path)
+
+    offline = jib(project, "--tar", "--offline", env=cli_env(tmp_path / "cache", base_image))
+
+    assert offline.returncode == 1
+    errors = [line for line in offline.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "Offline build" in errors[0] and base_image.rpartition(":")[0] in errors[0]
+    assert "Traceback" not in offline.stderr
+
+
+def test_offline_build_refuses_to_push(tmp_path, registry, base_image):
+    project = project_copy(tmp_path)
+
+    offline = jib(
+        project,
+        "--offline",
+        "--to",
+        f"{registry.host}/pipeline/offline",
+        env=cli_env(tmp_path / "cache", base_image),
+    )
+
+    assert offline.returncode == 2
+    assert "offline build cannot push" in offline.stderr
+
+
+def test_registry_build_over_a_described_base_downloads_no_base_layer(
+    tmp_path, registry, base_image
+):
+    cache = tmp_path / "cache"
+    project = project_copy(tmp_path)
+    env = cli_env(cache, base_image, JIB_PYTHON_VERSION="3.11", JIB_PYTHON_LIBC="glibc")
+
+    built = jib(project, "--to", f"{registry.host}/pipeline/no-download", env=env)
+
+    assert built.returncode == 0, built.stderr
+    layers = layers_of(project)
+    assert not blob_in_cache(cache, layers["base"]["digest"]).exists()
+    assert layers["base"]["pushed"] is True  # mounted from the base's repository
+    assert "Downloading" not in built.stderr
+
+
+@pytest.mark.parametrize("broken", ["wheel", "base"])
+def test_first_failure_is_reported_once_and_leaves_no_partial_output(
+    tmp_path, registry, base_image, broken
+):
+    project = project_copy(tmp_path)
+    env = cli_env(tmp_path / "cache", base_image)
+    if broken == "wheel":
+        pyproject = project / "pyproject.toml"
+        pyproject.write_text(
+            pyproject.read_text() + "\n[tool.hatch.build.targets.wheel]\nonly-include = 42\n"
+        )
+    else:
+        env["JIB_FROM_IMAGE"] = f"{registry.host}/pipeline/no-such-base:1"
+
+    failed = jib(project, "--tar", env=env)
+
+    assert failed.returncode == 1
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, failed.stderr
+    assert ("only-include" if broken == "wheel" else "no-such-base") in failed.stderr
+    assert not (project / "dist").exists()
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_push_reports_each_blob_with_its_bytes_then_as_skipped_on_rebuild(
+    tmp_path, registry, base_image
+):
+    project = project_copy(tmp_path)
+    environ = {
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+        "JIB_FROM_IMAGE": base_image,
+        "JIB_TO_IMAGE": f"{registry.host}/pipeline/progress",
+        "JIB_CONSOLE": "plain",
+    }
+    runs: list[list[progress.BlobEvent]] = []
+
+    for _ in range(2):
+        events: list[progress.BlobEvent] = []
+        unsubscribe = progress.subscribe(events.append)
+        try:
+            build_project(project, directory=project / "dist", environ=environ)
+        finally:
+            unsubscribe()
+        runs.append(events)
+
+    first, second = runs
+    states = {event.name: event.state for event in first if event.state != "sent"}
+    assert states == {
+        "base": "mounted",
+        "dependencies": "pushed",
+        "resources": "pushed",
+        "code": "pushed",
+        "config": "pushed",
+    }
+    for event in first:
+        if event.state == "pushed":
+            sent = sum(e.done for e in first if e.state == "sent" and e.digest == event.digest)
+            assert sent == event.size
+    assert {event.state for event in second} == {"checking", "skipped"}

@@ -1,0 +1,120 @@
+"""The blob store and the layer selector's content hashes: safe to share, never wrongly hit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import pytest
+
+from hatch_jib.cache import BlobStore
+from hatch_jib.errors import BuildError
+from hatch_jib.image import layer as layer_module
+from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
+from hatch_jib.image.platform import Platform
+from hatch_jib.image.reference import parse_reference
+from hatch_jib.pipeline.steps import pull_base_image
+
+
+def _spec(root, text="VALUE = 1\n"):
+    source = root / "mod.py"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(text)
+    os.utime(source, (500, 500))
+    return LayerSpec("code", (LayerEntry.file("app/mod.py", source),))
+
+
+@pytest.fixture
+def counted_hashing(monkeypatch):
+    """Count full-content hashes, and remember files however young they are."""
+    calls = []
+    real = layer_module._file_sha256
+    monkeypatch.setattr(layer_module, "_RACY_SECONDS", -1)
+    monkeypatch.setattr(layer_module, "_file_sha256", lambda path: calls.append(path) or real(path))
+    return calls
+
+
+def test_unchanged_file_is_not_read_again_by_the_next_build(tmp_path, counted_hashing):
+    store = BlobStore(tmp_path / "cache")
+    spec = _spec(tmp_path / "src")
+    build_layer(spec, store)
+    counted_hashing.clear()
+
+    again = build_layer(spec, BlobStore(tmp_path / "cache"))
+
+    assert again.reused
+    assert counted_hashing == []
+
+
+def test_rewritten_file_with_its_old_mtime_is_hashed_again_and_rebuilt(tmp_path, counted_hashing):
+    store = BlobStore(tmp_path / "cache")
+    spec = _spec(tmp_path / "src")
+    first = build_layer(spec, store)
+    counted_hashing.clear()
+
+    _spec(tmp_path / "src", text="VALUE = 2\n")  # same size, same mtime, new ctime
+    second = build_layer(spec, BlobStore(tmp_path / "cache"))
+
+    assert counted_hashing == [tmp_path / "src" / "mod.py"]
+    assert not second.reused and second.digest != first.digest
+
+
+def test_file_changed_just_now_is_never_trusted_by_its_stat(tmp_path, counted_hashing, monkeypatch):
+    monkeypatch.setattr(layer_module, "_RACY_SECONDS", 3600)
+    spec = _spec(tmp_path / "src")
+    build_layer(spec, BlobStore(tmp_path / "cache"))
+    counted_hashing.clear()
+
+    build_layer(spec, BlobStore(tmp_path / "cache"))
+
+    assert counted_hashing == [tmp_path / "src" / "mod.py"]
+
+
+def test_threads_writing_the_same_blob_at_once_all_succeed(tmp_path):
+    data = os.urandom(1 << 20)
+    expected = "sha256:" + hashlib.sha256(data).hexdigest()
+    stores = [BlobStore(tmp_path / "cache") for _ in range(8)]
+    results: list[str] = []
+
+    threads = [
+        threading.Thread(target=lambda s=s: results.append(s.put_bytes(data, expected)))
+        for s in stores
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert results == [expected] * 8
+    assert BlobStore(tmp_path / "cache").read_bytes(expected) == data
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_truncated_blob_is_evicted_with_a_warning(tmp_path, caplog):
+    store = BlobStore(tmp_path / "cache")
+    digest = store.put_bytes(b"x" * 1000)
+    path = store.path(digest)
+    path.write_bytes(b"x" * 10)
+
+    found = BlobStore(tmp_path / "cache").verified_path(digest)
+
+    assert found is None and not path.exists()
+    assert f"evicting corrupt blob {digest}" in caplog.text
+
+
+def test_offline_build_names_the_base_tag_missing_from_the_cache(tmp_path):
+    reference = parse_reference("registry.example/base/python:3.11")
+
+    with pytest.raises(BuildError) as raised:
+        pull_base_image(
+            reference,
+            None,  # type: ignore[arg-type]  # offline: the registry is never asked
+            BlobStore(tmp_path / "cache"),
+            Platform("linux", "amd64"),
+            offline=True,
+        )
+
+    assert "registry.example/base/python:3.11" in raised.value.message
+    assert "not in the cache" in raised.value.message
+    assert "network" in (raised.value.hint or "")
