@@ -86,17 +86,22 @@ def repository_scope(repository: str, actions: Sequence[str]) -> str:
     return f"repository:{repository}:{','.join(actions)}"
 
 
-def unauthorized_hint(registry: str, credential: Credential | None) -> str:
-    """What to do after the registry refused us, naming the credential we used."""
+def unauthorized_hint(
+    registry: str, credential: Credential | None, *, env_prefix: str = "JIB_TO_AUTH"
+) -> str:
+    """What to do after the registry refused us, naming the credential we used.
+
+    `env_prefix` is `JIB_TO_AUTH` for the push and `JIB_FROM_AUTH` for the base image.
+    """
+    variables = f"{env_prefix}_USERNAME and {env_prefix}_PASSWORD"
     if credential is None:
         return (
-            f"no credentials were found for {registry}: set JIB_TO_AUTH_USERNAME and"
-            f" JIB_TO_AUTH_PASSWORD (or JIB_FROM_AUTH_* for the base image), or run"
-            f" `docker login {registry}`"
+            f"no credentials were found for {registry}: set {variables},"
+            f" or run `docker login {registry}`"
         )
     return (
         f"the credentials from {credential.source} were refused: check them, set"
-        f" JIB_TO_AUTH_USERNAME and JIB_TO_AUTH_PASSWORD, or run `docker login {registry}`"
+        f" {variables}, or run `docker login {registry}`"
     )
 
 
@@ -199,10 +204,12 @@ class Authenticator:
         credential: Credential | None,
         scopes: Sequence[str],
         anonymous_first: bool = False,
+        env_prefix: str = "JIB_TO_AUTH",
     ) -> None:
         self.transport = transport
         self.repository = repository
         self.credential = credential
+        self.env_prefix = env_prefix
         # Public base images need no login: try without the credential until refused.
         self._anonymous = anonymous_first and credential is not None
         self.scopes = list(dict.fromkeys(scopes))
@@ -415,7 +422,9 @@ class Authenticator:
         return RegistryError(
             f"Token server {_origin_text(realm)} for {self.transport.registry}/"
             f"{self.repository} {what}",
-            hint=unauthorized_hint(self.transport.registry, self.credential)
+            hint=unauthorized_hint(
+                self.transport.registry, self.credential, env_prefix=self.env_prefix
+            )
             if refused
             else "the registry's token service is failing; try again later",
             registry=self.transport.registry,

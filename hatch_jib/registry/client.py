@@ -96,6 +96,7 @@ class RegistryClient:
             credential=credential,
             scopes=scopes,
             anonymous_first=anonymous_first,
+            env_prefix="JIB_TO_AUTH" if push else "JIB_FROM_AUTH",
         )
 
     # -- public API ----------------------------------------------------------------------
@@ -521,7 +522,9 @@ class RegistryClient:
 
     def _hint(self, code: str) -> str:
         if code == "UNAUTHORIZED":
-            return unauthorized_hint(self.registry, self.credential)
+            return unauthorized_hint(
+                self.registry, self.credential, env_prefix=self.auth.env_prefix
+            )
         if code == "DENIED":
             source = self.credential.source if self.credential else "anonymous access"
             return (

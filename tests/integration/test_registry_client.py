@@ -280,6 +280,17 @@ def test_wrong_password_raises_unauthorized_and_never_logs_the_password(
     assert "Basic ***" in caplog.text or "Authorization" not in caplog.text
 
 
+def test_refused_base_image_credentials_name_the_from_variables(tmp_path: Path) -> None:
+    with running_registry(tmp_path / "reg", "htpasswd") as registry:
+        client = client_for(registry, "team/base", password="not-it", push=False)
+        with client, pytest.raises(RegistryError) as caught:
+            client.get_manifest("latest")
+
+    assert caught.value.code == "UNAUTHORIZED"
+    assert "JIB_FROM_AUTH_USERNAME" in str(caught.value)
+    assert "JIB_TO_AUTH" not in str(caught.value)
+
+
 def test_missing_credentials_raise_unauthorized_saying_how_to_log_in(tmp_path: Path) -> None:
     with running_registry(tmp_path / "reg", "htpasswd") as registry:
         client = RegistryClient(
