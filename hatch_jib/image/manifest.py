@@ -59,7 +59,9 @@ class Index:
     manifests: tuple[Descriptor, ...]
 
     def platforms(self) -> list[Platform]:
-        return [Platform.from_json(item.platform) for item in self.manifests if item.platform]
+        """The runnable platforms listed, without attestation entries (`unknown/unknown`)."""
+        found = [Platform.from_json(item.platform) for item in self.manifests if item.platform]
+        return [platform for platform in found if platform.os != "unknown"]
 
     def find(self, wanted: Platform) -> Descriptor | None:
         """The manifest for `wanted`, skipping attestations (`unknown/unknown`)."""

@@ -64,6 +64,7 @@ def test_platform_missing_from_the_index_lists_the_available_ones(base_index, tm
     message = str(caught.value)
     assert "linux/s390x" in message and "linux/amd64" in message and "linux/arm64" in message
     assert "tool.jib.from.platforms" in message
+    assert "unknown" not in message
 
 
 def test_index_entry_whose_config_disagrees_with_its_platform_is_rejected(base_index, tmp_path):
