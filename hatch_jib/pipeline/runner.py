@@ -100,16 +100,23 @@ def run_build(plan: BuildPlan, previous: BuildResult | None = None) -> BuildResu
     # Find the daemon before any work, so a missing one fails fast and leaves nothing behind.
     daemon = find_daemon() if "docker" in plan.outputs else None
 
-    if previous is not None and previous.built is not None:
-        built = previous.built
-        log.info("Reusing the image built for %s", ", ".join(previous.outputs) or "the last output")
-    else:
-        built = _build_images(plan, store)
-    blobs = _BaseBlobs(store, config)
-    try:
-        return _write_outputs(plan, built, blobs, daemon, previous)
-    finally:
-        blobs.close()
+    with contextlib.ExitStack() as stack:
+        # Jib's first step: log in to the target, so refused credentials fail before the build.
+        push_client = None
+        if "registry" in plan.outputs:
+            push_client = stack.enter_context(_connect_target(plan))
+            push_client.authenticate()
+
+        if previous is not None and previous.built is not None:
+            built = previous.built
+            log.info(
+                "Reusing the image built for %s", ", ".join(previous.outputs) or "the last output"
+            )
+        else:
+            built = _build_images(plan, store)
+        blobs = _BaseBlobs(store, config)
+        stack.callback(blobs.close)
+        return _write_outputs(plan, built, blobs, daemon, previous, push_client)
 
 
 def _check_outputs(plan: BuildPlan) -> None:
@@ -288,6 +295,7 @@ def _write_outputs(
     blobs: _BaseBlobs,
     daemon: DockerDaemon | None,
     previous: BuildResult | None,
+    push_client: RegistryClient | None,
 ) -> BuildResult:
     config, project = plan.config, plan.project
     name = _image_name(plan)
@@ -298,8 +306,8 @@ def _write_outputs(
     stem = f"{project.name}-{project.version}"
     mtime = config.container.files_modification_time
 
-    if "registry" in plan.outputs:
-        pushed |= _push(plan, built, blobs)
+    if push_client is not None:
+        pushed |= _push(plan, built, blobs, push_client)
     if "tar" in plan.outputs:
         tar_path = plan.directory / f"{stem}.image.tar"
         write_image_tar(built, tar_path, repo_tags=repo_tags, blob_path=blobs.path, mtime=mtime)
@@ -344,29 +352,41 @@ def _recorded_pushes(directory: Path, name: str, digest: str) -> tuple[set[str],
         return set(), False
 
 
-def _push(plan: BuildPlan, built: BuiltImage, blobs: _BaseBlobs) -> set[str]:
-    """Push to `to.image`; return the digests of the blobs that were uploaded or mounted."""
+def _mount_source(plan: BuildPlan) -> str | None:
+    """The base's repository when it lives on the target registry, so layers can be mounted."""
+    base, target = plan.config.from_.image, plan.config.to.image
+    return base.repository if target and base.registry == target.registry else None
+
+
+def _connect_target(plan: BuildPlan) -> RegistryClient:
     config = plan.config
     target = config.to.image
     assert target is not None  # _check_outputs made sure
-    base = config.from_.image
-    mount_from = base.repository if base.registry == target.registry else None
-    with steps.connect(
+    mount_from = _mount_source(plan)
+    return steps.connect(
         target,
         auth=config.to.auth,
         options=steps.transport_options(config),
         cred_helper=config.to.cred_helper,
         push=True,
         mount_from=[mount_from] if mount_from else [],
-    ) as client:
-        pushes = push_image(
-            built,
-            client=client,
-            target=target,
-            tags=config.to.tags,
-            blob_path=blobs.path,
-            mount_from=mount_from,
-        )
+    )
+
+
+def _push(
+    plan: BuildPlan, built: BuiltImage, blobs: _BaseBlobs, client: RegistryClient
+) -> set[str]:
+    """Push to `to.image`; return the digests of the blobs that were uploaded or mounted."""
+    target = plan.config.to.image
+    assert target is not None  # _check_outputs made sure
+    pushes = push_image(
+        built,
+        client=client,
+        target=target,
+        tags=plan.config.to.tags,
+        blob_path=blobs.path,
+        mount_from=_mount_source(plan),
+    )
     return {item.digest for item in pushes if item.outcome != "skipped"}
 
 

@@ -102,8 +102,16 @@ class RegistryClient:
     # -- public API ----------------------------------------------------------------------
 
     def authenticate(self) -> None:
-        """Ping the registry and get a token now, so bad credentials fail early."""
+        """Check the credentials now, so a refused login fails before the build does.
+
+        A Bearer challenge is checked by getting the token. Basic credentials are only
+        checked by the registry itself, so send them to the API root once.
+        """
         self.auth.authorization()
+        if self.auth.scheme == "basic" and self.credential is not None:
+            response = self._request("GET", "/v2/", what="the API root")
+            with closing(response):
+                self._expect(response, (200,), "GET /v2/")
 
     def get_manifest(self, identifier: str) -> PulledManifest:
         """The manifest or index for a tag or digest; a digest is verified against the bytes."""

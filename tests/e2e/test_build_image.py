@@ -197,6 +197,8 @@ def test_rejected_credentials_fail_with_the_source_and_no_secret(tmp_path, base_
     assert "wrong-password-value" not in built.stdout + built.stderr
     assert "Traceback" not in built.stdout + built.stderr
     assert not (project / "dist" / "jib-image.digest").exists()
+    # The login is checked first, as in Jib: nothing was built before it failed.
+    assert "Layer" not in built.stderr and "Resolving" not in built.stderr
 
 
 def test_docker_format_base_gives_a_docker_manifest(

@@ -343,6 +343,9 @@ def test_wrong_credentials_for_the_base_name_the_registry(tmp_path, base_image, 
     project = write_project(tmp_path, Case("wrong-base-auth", 1, ()))
     env = {
         **base_env(tmp_path, f"{auth_registry.host}/base:1", f"{auth_registry.host}/app"),
+        # The push login is checked first, so it must pass for the base's to be reached.
+        "JIB_TO_AUTH_USERNAME": auth_registry.username or "",
+        "JIB_TO_AUTH_PASSWORD": auth_registry.password or "",
         "JIB_FROM_AUTH_USERNAME": "ci",
         "JIB_FROM_AUTH_PASSWORD": SECRET,
     }
