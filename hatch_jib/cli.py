@@ -16,8 +16,9 @@ from hatch_jib.cache import BlobStore, default_cache_dir
 from hatch_jib.config import format_config
 from hatch_jib.console import EXIT_OK, debug_requested, report_failure, setup_console
 from hatch_jib.errors import ConfigError
+from hatch_jib.image.descriptor import human_size
 from hatch_jib.image.reference import parse_reference
-from hatch_jib.inspection import format_report, human_size, inspect_image
+from hatch_jib.inspection import format_report, inspect_image
 from hatch_jib.registry.transport import TransportOptions
 
 __all__ = ["main", "parse_size"]

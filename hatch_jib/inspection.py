@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import RegistryError
-from hatch_jib.image.descriptor import MediaType
+from hatch_jib.image.descriptor import MediaType, human_size
 from hatch_jib.image.manifest import parse_index, parse_manifest
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
@@ -137,16 +137,6 @@ def format_report(report: ImageReport) -> str:
             lines.append(f"  {number:>3}  sha256:{short}  {human_size(layer.size):>10}  {name}")
         lines.append(f"  total {human_size(total)} in {len(item.layers)} layers")
     return "\n".join(lines) + "\n"
-
-
-def human_size(size: int) -> str:
-    """1536 -> `1.5 KB`: binary units, one decimal."""
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _short_comment(comment: str) -> str:

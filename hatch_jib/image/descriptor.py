@@ -13,7 +13,9 @@ __all__ = [
     "MediaType",
     "check_digest",
     "digest_hex",
+    "human_size",
     "sha256_digest",
+    "short_digest",
 ]
 
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -61,6 +63,21 @@ def check_digest(digest: str) -> str:
 
 def digest_hex(digest: str) -> str:
     return check_digest(digest).split(":", 1)[1]
+
+
+def short_digest(digest: str) -> str:
+    """The first 12 hex digits, as logs and tables show a digest."""
+    return digest.split(":", 1)[-1][:12]
+
+
+def human_size(size: int) -> str:
+    """1536 -> `1.5 KB`: binary units, one decimal."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
 
 
 @dataclass(frozen=True)

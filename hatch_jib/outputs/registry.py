@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hatch_jib import progress
+from hatch_jib.image.descriptor import short_digest
 from hatch_jib.image.image import BuiltImage, ImageIndex, ImageLayer
 from hatch_jib.image.reference import Reference
 from hatch_jib.registry.client import RegistryClient
@@ -85,19 +86,15 @@ def _push_blob(
 
     report("checking")
     if client.blob_exists(digest) is not None:
-        log.info("Layer %-12s %s already in target, skipped", name, _short(digest))
+        log.info("Layer %-12s %s already in target, skipped", name, short_digest(digest))
         report("skipped")
         return BlobPush(digest, name, size, "skipped")
     if mount_from and client.mount_blob(digest, mount_from):
-        log.info("Layer %-12s %s mounted from %s", name, _short(digest), mount_from)
+        log.info("Layer %-12s %s mounted from %s", name, short_digest(digest), mount_from)
         report("mounted")
         return BlobPush(digest, name, size, "mounted")
     report("uploading")
     client.upload_blob(digest, size, blob_path(digest))
-    log.info("Layer %-12s %s pushed (%d bytes)", name, _short(digest), size)
+    log.info("Layer %-12s %s pushed (%d bytes)", name, short_digest(digest), size)
     report("pushed")
     return BlobPush(digest, name, size, "pushed")
-
-
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[1][:12]

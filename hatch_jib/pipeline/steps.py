@@ -20,7 +20,13 @@ from hatch_jib.cache import BlobStore
 from hatch_jib.config import Auth, JibConfig
 from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.image.config import ContainerSettings, build_image_config
-from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
+from hatch_jib.image.descriptor import (
+    Descriptor,
+    MediaType,
+    human_size,
+    sha256_digest,
+    short_digest,
+)
 from hatch_jib.image.image import Image, ImageIndex, ImageLayer
 from hatch_jib.image.layer import FORMAT_VERSION as LAYER_FORMAT
 from hatch_jib.image.layer import BuiltLayer, LayerSpec, build_layer
@@ -348,7 +354,11 @@ def build_application_layers(
     for layer in layers:
         state = "reused" if layer.reused else "built"
         log.info(
-            "Layer %-12s %s %s (%s)", layer.name, state, _short(layer.digest), _size(layer.size)
+            "Layer %-12s %s %s (%s)",
+            layer.name,
+            state,
+            short_digest(layer.digest),
+            human_size(layer.size),
         )
     return AppLayers(layers, entrypoint, target)
 
@@ -746,19 +756,6 @@ def _convert_layer(descriptor: Descriptor, image_format: str) -> Descriptor:
             )
         return descriptor
     return Descriptor(media_type, descriptor.digest, descriptor.size, urls=descriptor.urls)
-
-
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[1][:12]
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def image_environment(config: JibConfig, base: BaseImage, venv: str) -> dict[str, str]:
