@@ -314,9 +314,15 @@ def _choose_python(
         candidate = f"{bin_dir}/python{version}"
         if candidate in executables:
             return version, "/" + candidate
-    fallback = "/usr/local/bin" if env.get("PYTHON_VERSION") and not override else "/usr/bin"
+    # An image whose venv points at a missing interpreter cannot start: refuse to build it.
     if scan.pythons:
-        log.warning("No python%s found in the base image; assuming %s", version, fallback)
+        found = ", ".join(sorted({f"python{v}" for v in executables.values()})) or "none"
+        raise BuildError(
+            f"base image has no python{version} (it has: {found})",
+            hint="set `tool.jib.python.version` to one it has, or choose a base image with "
+            f"Python {version}",
+        )
+    fallback = "/usr/local/bin" if env.get("PYTHON_VERSION") and not override else "/usr/bin"
     return version, f"{fallback}/python{version}"
 
 

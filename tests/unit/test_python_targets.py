@@ -38,18 +38,39 @@ def debian_layer(tmp_path: Path) -> Path:
 def test_python_version_override_chooses_that_versions_wheels(
     tmp_path: Path, store: BlobStore
 ) -> None:
+    two_pythons = make_layer(
+        tmp_path / "two.tar.gz",
+        {
+            "usr/bin/python3.11": b"\x7fELF",
+            "usr/bin/python3.12": b"\x7fELF",
+            "var/lib/dpkg/status": DPKG_STATUS,
+        },
+    )
     target = detect_target(
-        config(),
-        [debian_layer(tmp_path)],
+        config(["PYTHON_VERSION=3.11.9"]),
+        [two_pythons],
         architecture="amd64",
         overrides=PythonOverrides(version="3.12"),
     )
 
     [wheel] = resolve(["markupsafe==3.0.2"], target, store=store)
 
-    assert target.python_version == "3.12"
+    assert (target.python_version, target.interpreter) == ("3.12", "/usr/bin/python3.12")
     assert wheel.filename.startswith("MarkupSafe-3.0.2-cp312-cp312-manylinux")
     assert wheel.filename.endswith("_x86_64.whl")
+
+
+def test_override_naming_a_python_the_base_lacks_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BuildError) as caught:
+        detect_target(
+            config(),
+            [debian_layer(tmp_path)],
+            architecture="amd64",
+            overrides=PythonOverrides(version="3.99"),
+        )
+
+    assert "no python3.99" in str(caught.value) and "python3.11" in str(caught.value)
+    assert "tool.jib.python.version" in str(caught.value)
 
 
 def test_musl_base_gets_musllinux_wheels(tmp_path: Path, store: BlobStore) -> None:
