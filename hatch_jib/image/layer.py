@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import BuildError
@@ -238,7 +238,7 @@ def _add(tar: _TarStream, entry: LayerEntry, mtime: int, hashes: _ContentHashes)
         )
 
 
-def _copy_exactly(handle: Any, tar: _TarStream, size: int, source: Path) -> str:
+def _copy_exactly(handle: BinaryIO, tar: _TarStream, size: int, source: Path) -> str:
     """Copy `size` bytes of `handle` into the tar; the sha256 of what was copied."""
     digest = hashlib.sha256()
     left = size
@@ -424,23 +424,30 @@ class _ContentHashes:
         return self._kept.pop(str(path), None)
 
     def _stat_or_read(self, name: str) -> str:
-        info = os.stat(name)
-        stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+        # A file seen before needs its stat only; a new one is opened once, for both.
         known = self._known.get(name)
-        if known is not None and known[:5] == stamp:
-            content = str(known[5])
-        elif info.st_size <= _KEEP_FILE and self._kept_size + info.st_size <= _KEEP_TOTAL:
-            with open(name, "rb") as handle:
-                data = handle.read()
-            content = hashlib.sha256(data).hexdigest()
-            self._kept[name] = data
-            self._kept_size += len(data)
+        if known is not None:
+            info = os.stat(name)
+            stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+            content = str(known[5]) if known[:5] == stamp else _file_sha256(name)
         else:
-            content = _file_sha256(name)
+            with open(name, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                content = self._read(name, handle, info.st_size)
+            stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
         newest = max(info.st_mtime_ns, info.st_ctime_ns)
         if self._now - newest > _RACY_SECONDS * 1_000_000_000:
             self._seen[name] = [*stamp, content]
         return content
+
+    def _read(self, name: str, handle: BinaryIO, size: int) -> str:
+        if size > _KEEP_FILE or self._kept_size + size > _KEEP_TOTAL:
+            return _stream_sha256(handle)
+        data = handle.read()
+        self._kept[name] = data
+        self._kept_size += len(data)
+        return hashlib.sha256(data).hexdigest()
 
     def save(self) -> None:
         """Keep only this build's files, so the record stays the size of one layer."""
@@ -449,8 +456,12 @@ class _ContentHashes:
 
 
 def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+        return _stream_sha256(handle)
+
+
+def _stream_sha256(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
