@@ -265,9 +265,7 @@ _OCTAL_LIMIT = {8: 8**7, 12: 8**11}
 _FS_ENCODING = sys.getfilesystemencoding()
 
 
-def tar_header(
-    path: str, kind: str, mode: int, size: int, mtime: int, link: str = ""
-) -> bytes:
+def tar_header(path: str, kind: str, mode: int, size: int, mtime: int, link: str = "") -> bytes:
     """The header blocks of one entry, the very bytes Python's tarfile writes in PAX format
     for a `TarInfo` with uid and gid 0 and empty owner names.
 
@@ -416,38 +414,34 @@ class _ContentHashes:
         name = str(path)
         content = self._hashes.get(name)
         if content is None:
-            content = self._hashes[name] = self._stat_or_read(name)
+            content = self._hashes[name] = self._stat_or_read(path, name)
         return content
 
     def take(self, path: Path) -> bytes | None:
         """The bytes hashed for `path` if they were kept; each is handed out once."""
         return self._kept.pop(str(path), None)
 
-    def _stat_or_read(self, name: str) -> str:
-        # A file seen before needs its stat only; a new one is opened once, for both.
+    def _stat_or_read(self, path: Path, name: str) -> str:
+        # A file seen before needs its stat only; a new or changed one is opened once, for
+        # its stat and its bytes together.
         known = self._known.get(name)
         if known is not None:
-            info = os.stat(name)
-            stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
-            content = str(known[5]) if known[:5] == stamp else _file_sha256(name)
-        else:
-            with open(name, "rb") as handle:
-                info = os.fstat(handle.fileno())
-                content = self._read(name, handle, info.st_size)
-            stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
-
-        newest = max(info.st_mtime_ns, info.st_ctime_ns)
-        if self._now - newest > _RACY_SECONDS * 1_000_000_000:
-            self._seen[name] = [*stamp, content]
+            info = os.stat(path)
+            if known[:5] == _stamp(info):
+                self._remember(name, info, str(known[5]))
+                return str(known[5])
+        budget = min(_KEEP_FILE, _KEEP_TOTAL - self._kept_size)
+        info, content, data = _read_file(path, budget)
+        if data is not None:
+            self._kept[name] = data
+            self._kept_size += len(data)
+        self._remember(name, info, content)
         return content
 
-    def _read(self, name: str, handle: BinaryIO, size: int) -> str:
-        if size > _KEEP_FILE or self._kept_size + size > _KEEP_TOTAL:
-            return _stream_sha256(handle)
-        data = handle.read()
-        self._kept[name] = data
-        self._kept_size += len(data)
-        return hashlib.sha256(data).hexdigest()
+    def _remember(self, name: str, info: os.stat_result, content: str) -> None:
+        newest = max(info.st_mtime_ns, info.st_ctime_ns)
+        if self._now - newest > _RACY_SECONDS * 1_000_000_000:
+            self._seen[name] = [*_stamp(info), content]
 
     def save(self) -> None:
         """Keep only this build's files, so the record stays the size of one layer."""
@@ -455,9 +449,18 @@ class _ContentHashes:
             self._store.write_record("content-hashes", self._key, self._seen)
 
 
-def _file_sha256(path: str) -> str:
+def _stamp(info: os.stat_result) -> list[int]:
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _read_file(path: Path, keep_up_to: int) -> tuple[os.stat_result, str, bytes | None]:
+    """The file's stat and sha256, and its bytes too when it is no larger than `keep_up_to`."""
     with open(path, "rb") as handle:
-        return _stream_sha256(handle)
+        info = os.fstat(handle.fileno())
+        if info.st_size > keep_up_to:
+            return info, _stream_sha256(handle), None
+        data = handle.read()
+    return info, hashlib.sha256(data).hexdigest(), data
 
 
 def _stream_sha256(handle: BinaryIO) -> str:
