@@ -209,6 +209,8 @@ def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
     return [by_path[path] for path in sorted(by_path)]
 
 
+# TODO(#4): a tree of 10,000 tiny files still takes about 5x GNU tar: each file costs a
+# Python-level open, fstat and read (about 40 us); batching them needs reads off this thread.
 def _add(tar: _TarStream, entry: LayerEntry, mtime: int, hashes: _ContentHashes) -> None:
     if entry.kind != "file":
         link = entry.link_target or ""
