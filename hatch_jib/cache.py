@@ -165,7 +165,8 @@ class BlobStore:
         path = self._record_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=self.tmp_dir, delete=False) as handle:
-            json.dump(value, handle, sort_keys=True)
+            # dumps, not dump: dump runs the pure-Python encoder, slow for big records.
+            handle.write(json.dumps(value, sort_keys=True))
         os.replace(handle.name, path)
 
     def blobs(self) -> list[PrunedBlob]:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import struct
-import tarfile
+import sys
 import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from hatch_jib.cache import BlobStore
+from hatch_jib.errors import BuildError
 
 __all__ = [
     "DEFAULT_MTIME",
@@ -26,6 +26,7 @@ __all__ = [
     "LayerSpec",
     "ParallelGzip",
     "build_layer",
+    "tar_header",
 ]
 
 # One second past the epoch, as Jib does: some tools treat an mtime of 0 as "unset".
@@ -99,10 +100,10 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     with store.writer() as blob:
         diff_hash = hashlib.sha256()
         with ParallelGzip(blob) as gz:
-            sink = _HashingSink(gz, diff_hash)
-            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for entry in entries:
-                    _add(tar, entry, mtime)
+            tar = _TarStream(_HashingSink(gz, diff_hash))
+            for entry in entries:
+                _add(tar, entry, mtime, hashes)
+            tar.close()
         size = blob.size
         digest = blob.commit()
 
@@ -184,17 +185,14 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
 
-class _HashingSink(io.RawIOBase):
+class _HashingSink:
     """A write-only stream that hashes bytes on their way to `target`."""
 
     def __init__(self, target: Writable, digest: hashlib._Hash) -> None:
         self._target = target
         self._digest = digest
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:
         self._digest.update(data)
         self._target.write(data)
         return len(data)
@@ -211,31 +209,171 @@ def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
     return [by_path[path] for path in sorted(by_path)]
 
 
-def _add(tar: tarfile.TarFile, entry: LayerEntry, mtime: int) -> None:
-    info = tarfile.TarInfo(entry.path)
-    info.mtime = mtime
-    info.mode = entry.mode
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    if entry.kind == "dir":
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-    elif entry.kind == "symlink":
-        info.type = tarfile.SYMTYPE
-        info.linkname = entry.link_target or ""
-        tar.addfile(info)
-    else:
-        assert entry.source is not None
-        with open(entry.source, "rb") as handle:
-            info.size = _size_of(handle)
-            tar.addfile(info, handle)
+# TODO(#4): a tree of 10,000 tiny files still takes about 5x GNU tar: each file costs a
+# Python-level open, fstat and read (about 40 us); batching them needs reads off this thread.
+def _add(tar: _TarStream, entry: LayerEntry, mtime: int, hashes: _ContentHashes) -> None:
+    if entry.kind != "file":
+        link = entry.link_target or ""
+        tar.write(tar_header(entry.path, entry.kind, entry.mode, 0, mtime, link))
+        return
+    assert entry.source is not None
+
+    # Small files were read once, when the selector hashed them; larger ones stream again.
+    data = hashes.take(entry.source)
+    if data is not None:
+        tar.write(tar_header(entry.path, "file", entry.mode, len(data), mtime))
+        tar.write(data)
+        tar.pad(len(data))
+        return
+    with open(entry.source, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        tar.write(tar_header(entry.path, "file", entry.mode, size, mtime))
+        content = _copy_exactly(handle, tar, size, entry.source)
+    tar.pad(size)
+
+    # The selector key holds the hash read before; bytes that differ now must not be stored
+    # under it, or a later build would reuse a layer that does not match its inputs.
+    if content != hashes.sha256(entry.source):
+        raise BuildError(
+            f"{entry.source} changed while layer {entry.path!r} was being written",
+            hint="build again once nothing is writing to the project's files",
+        )
 
 
-def _size_of(handle: IO[bytes]) -> int:
-    handle.seek(0, io.SEEK_END)
-    size = handle.tell()
-    handle.seek(0)
-    return size
+def _copy_exactly(handle: BinaryIO, tar: _TarStream, size: int, source: Path) -> str:
+    """Copy `size` bytes of `handle` into the tar; the sha256 of what was copied."""
+    digest = hashlib.sha256()
+    left = size
+    while left:
+        chunk = handle.read(min(left, _CHUNK))
+        if not chunk:
+            raise BuildError(
+                f"{source} shrank while it was being written into a layer",
+                hint="build again once nothing is writing to the project's files",
+            )
+        digest.update(chunk)
+        tar.write(chunk)
+        left -= len(chunk)
+    return digest.hexdigest()
+
+
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
+_NUL_BLOCK = bytes(_BLOCK)
+_TYPE_FLAGS = {"file": b"0", "dir": b"5", "symlink": b"2", "pax": b"x"}
+_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s12x")
+_USTAR_MAGIC = b"ustar\x0000"
+_OCTAL_LIMIT = {8: 8**7, 12: 8**11}
+_FS_ENCODING = sys.getfilesystemencoding()
+
+
+def tar_header(path: str, kind: str, mode: int, size: int, mtime: int, link: str = "") -> bytes:
+    """The header blocks of one entry, the very bytes Python's tarfile writes in PAX format
+    for a `TarInfo` with uid and gid 0 and empty owner names.
+
+    A name or link target that is longer than its ustar field, or not ASCII, goes into a PAX
+    record before the ustar block, and so does a number too big for its octal field.
+    """
+    name = path + "/" if kind == "dir" else path
+    records: dict[str, str] = {}
+    for value, keyword in ((name, "path"), (link, "linkpath")):
+        if len(value) > 100 or not value.isascii():
+            records[keyword] = value
+    if size >= _OCTAL_LIMIT[12]:
+        records["size"], size = str(size), 0
+    if mtime >= _OCTAL_LIMIT[12] or mtime < 0:
+        records["mtime"], mtime = str(mtime), 0
+    block = _ustar_block(name, mode, size, mtime, _TYPE_FLAGS[kind], link)
+    return _pax_blocks(records) + block if records else block
+
+
+def _ustar_block(name: str, mode: int, size: int, mtime: int, flag: bytes, link: str) -> bytes:
+    # tarfile writes the names' ASCII form, each other character as "?", truncated to fit.
+    block = bytearray(
+        _USTAR.pack(
+            name.encode("ascii", "replace"),
+            b"%07o\0" % (mode & 0o7777),
+            b"0000000\0",
+            b"0000000\0",
+            b"%011o\0" % size,
+            b"%011o\0" % mtime,
+            b"        ",
+            flag,
+            link.encode("ascii", "replace"),
+            _USTAR_MAGIC,
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+        )
+    )
+    # The checksum counts its own field as spaces; it is written as six digits, NUL, space.
+    block[148:155] = b"%06o\0" % sum(block)
+    return bytes(block)
+
+
+def _pax_blocks(records: dict[str, str]) -> bytes:
+    """A PAX extended header (`././@PaxHeader`, type x) carrying `records`."""
+    # A value that is not valid UTF-8 (an undecodable file name) is kept as raw bytes.
+    binary = any(not _utf8_encodable(value) for value in records.values())
+    payload = b"21 hdrcharset=BINARY\n" if binary else b""
+    for keyword, value in records.items():
+        raw = value.encode(_FS_ENCODING, "surrogateescape") if binary else value.encode()
+        payload += _pax_record(keyword.encode(), raw)
+    header = _ustar_block("././@PaxHeader", 0, len(payload), 0, _TYPE_FLAGS["pax"], "")
+    return header + payload + bytes(-len(payload) % _BLOCK)
+
+
+def _pax_record(keyword: bytes, value: bytes) -> bytes:
+    # The leading length counts its own digits, so find the fixed point.
+    body = len(keyword) + len(value) + 3
+    length = previous = 0
+    while True:
+        length = body + len(str(previous))
+        if length == previous:
+            break
+        previous = length
+    return b"%d %s=%s\n" % (length, keyword, value)
+
+
+def _utf8_encodable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _TarStream:
+    """Tar bytes gathered into large writes, so hashing and gzip see few big chunks."""
+
+    def __init__(self, target: Writable) -> None:
+        self._target = target
+        self._buffer = bytearray()
+        self._offset = 0
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        self._offset += len(data)
+        if len(self._buffer) >= _CHUNK:
+            self._flush()
+
+    def pad(self, size: int) -> None:
+        """Fill the last block of a member's data with NULs."""
+        if size % _BLOCK:
+            self.write(_NUL_BLOCK[: _BLOCK - size % _BLOCK])
+
+    def close(self) -> None:
+        """Two empty blocks end the archive, then NULs up to a whole record, as tar pads."""
+        self.write(_NUL_BLOCK * 2)
+        self.write(bytes(-self._offset % _RECORD))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._target.write(bytes(self._buffer))
+            self._buffer.clear()
 
 
 def _selector_key(entries: list[LayerEntry], mtime: int, hashes: _ContentHashes) -> str:
@@ -247,16 +385,12 @@ def _selector_key(entries: list[LayerEntry], mtime: int, hashes: _ContentHashes)
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # A file changed less than this long ago may change again within the same mtime tick.
 _RACY_SECONDS = 2
+# Files up to this size are kept in memory after hashing, up to this much in all, so that
+# a tree of many small files is read once; the budget keeps memory flat for any layer.
+_KEEP_FILE = 256 * 1024
+_KEEP_TOTAL = 32 * 1024 * 1024
 
 
 class _ContentHashes:
@@ -265,6 +399,7 @@ class _ContentHashes:
     The stat key is device, inode, size, mtime and ctime in nanoseconds. Content rewritten
     with its old mtime put back still moves the ctime, which no user call can set, and a
     file younger than `_RACY_SECONDS` is never remembered, as it may change within its tick.
+    Small files read for hashing are kept until the tar writer takes them.
     """
 
     def __init__(self, store: BlobStore, layer_name: str) -> None:
@@ -272,20 +407,66 @@ class _ContentHashes:
         self._key = f"layer:{layer_name}"
         self._known: dict[str, list[Any]] = store.read_record("content-hashes", self._key) or {}
         self._seen: dict[str, list[Any]] = {}
+        self._hashes: dict[str, str] = {}
+        self._kept: dict[str, bytes] = {}
+        self._kept_size = 0
+        self._now = time.time_ns()
 
     def sha256(self, path: Path) -> str:
-        info = path.stat()
-        stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
         name = str(path)
-        known = self._known.get(name)
-        unchanged = known is not None and known[:5] == stamp
-        content = str(known[5]) if known and unchanged else _file_sha256(path)
-        newest = max(info.st_mtime_ns, info.st_ctime_ns)
-        if time.time_ns() - newest > _RACY_SECONDS * 1_000_000_000:
-            self._seen[name] = [*stamp, content]
+        content = self._hashes.get(name)
+        if content is None:
+            content = self._hashes[name] = self._stat_or_read(path, name)
         return content
+
+    def take(self, path: Path) -> bytes | None:
+        """The bytes hashed for `path` if they were kept; each is handed out once."""
+        return self._kept.pop(str(path), None)
+
+    def _stat_or_read(self, path: Path, name: str) -> str:
+        # A file seen before needs its stat only; a new or changed one is opened once, for
+        # its stat and its bytes together.
+        known = self._known.get(name)
+        if known is not None:
+            info = os.stat(path)
+            if known[:5] == _stamp(info):
+                self._remember(name, info, str(known[5]))
+                return str(known[5])
+        budget = min(_KEEP_FILE, _KEEP_TOTAL - self._kept_size)
+        info, content, data = _read_file(path, budget)
+        if data is not None:
+            self._kept[name] = data
+            self._kept_size += len(data)
+        self._remember(name, info, content)
+        return content
+
+    def _remember(self, name: str, info: os.stat_result, content: str) -> None:
+        newest = max(info.st_mtime_ns, info.st_ctime_ns)
+        if self._now - newest > _RACY_SECONDS * 1_000_000_000:
+            self._seen[name] = [*_stamp(info), content]
 
     def save(self) -> None:
         """Keep only this build's files, so the record stays the size of one layer."""
         if self._seen != self._known:
             self._store.write_record("content-hashes", self._key, self._seen)
+
+
+def _stamp(info: os.stat_result) -> list[int]:
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _read_file(path: Path, keep_up_to: int) -> tuple[os.stat_result, str, bytes | None]:
+    """The file's stat and sha256, and its bytes too when it is no larger than `keep_up_to`."""
+    with open(path, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_size > keep_up_to:
+            return info, _stream_sha256(handle), None
+        data = handle.read()
+    return info, hashlib.sha256(data).hexdigest(), data
+
+
+def _stream_sha256(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()

@@ -8,7 +8,7 @@ import logging
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ from hatch_jib.image.reference import Reference
 from hatch_jib.project import Project, build_wheel, main_module
 from hatch_jib.python.bytecode import compile_dists, should_compile
 from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
-from hatch_jib.python.layout import MAX_LAYERS, extra_directory_layers, split_layers
+from hatch_jib.python.layout import MAX_LAYERS, extra_directory_layers, is_code, split_layers
 from hatch_jib.python.local import build_local_wheels
 from hatch_jib.python.lock import check_locked_hashes, collect_requirements
 from hatch_jib.python.resolve import ResolvedWheel, download, resolve
@@ -448,18 +448,50 @@ def _dependency_layers(
 def _project_layers(
     wheel: Path, store: BlobStore, root: Path, setup: _InstallSetup
 ) -> tuple[BuiltLayer, ...]:
-    """The `resources` and `code` layers, keyed by the project wheel (hatchling's is stable)."""
-    # TODO(#4): a code-only change reinstalls every resource file of the wheel (slow for
-    # 10,000 files) only to find the resources layer reusable; installing just the changed
-    # files needs an installer that still writes the complete RECORD.
+    """The `resources` and `code` layers, keyed by the project wheel (hatchling's is stable).
+
+    A changed wheel whose resources are unchanged writes and tars only its code: the
+    resources are hashed from the wheel, and their layer is found by that content.
+    """
     key = setup.key("project", [(wheel.name, _file_digest(wheel))])
     reused = _reuse_layers(store, key)
     if reused is not None:
         return reused
 
-    own = install_wheel(wheel, filename=wheel.name, target=setup.target, root=root, venv=setup.venv)
+    # The code alone first; RECORD still lists the resources, as a full install would.
+    code_only = _install_project(wheel, root, setup, write=is_code)
+    resources_key = setup.key("resources", [[str(x) for x in item] for item in code_only.unwritten])
+    resources = _reuse_layers(store, resources_key)
+    if resources is not None:
+        code = _build_project_specs(code_only, store, root, setup)
+        layers = (*resources, *code)
+        _remember(store, key, layers)
+        return layers
+
+    # New resources: install everything into a tree of its own and build both layers.
+    full_root = root.parent / "project-root"
+    full_root.mkdir()
+    full = _install_project(wheel, full_root, setup, write=None)
+    layers = _build_project_specs(full, store, full_root, setup)
+    _remember(store, key, layers)
+    _remember(store, resources_key, tuple(x for x in layers if x.name == "resources"))
+    return layers
+
+
+def _install_project(
+    wheel: Path, root: Path, setup: _InstallSetup, *, write: Callable[[str], bool] | None
+) -> InstalledDist:
+    own = install_wheel(
+        wheel, filename=wheel.name, target=setup.target, root=root, venv=setup.venv, write=write
+    )
     if setup.compile:
         [own] = compile_dists(root, [own])
+    return own
+
+
+def _build_project_specs(
+    own: InstalledDist, store: BlobStore, root: Path, setup: _InstallSetup
+) -> tuple[BuiltLayer, ...]:
     specs = split_layers(
         root,
         dependencies=(),
@@ -468,7 +500,7 @@ def _project_layers(
         own_layer_size=setup.own_layer_size,
         spare_layers=setup.spare_layers,
     )
-    return _build_and_remember(specs, store, key, setup.mtime)
+    return tuple(build_layer(spec, store, mtime=setup.mtime) for spec in specs)
 
 
 def _wheel_identity(wheel: ResolvedWheel) -> str:
@@ -494,11 +526,15 @@ def _build_and_remember(
     specs: Sequence[LayerSpec], store: BlobStore, key: str, mtime: int
 ) -> tuple[BuiltLayer, ...]:
     layers = tuple(build_layer(spec, store, mtime=mtime) for spec in specs)
+    _remember(store, key, layers)
+    return layers
+
+
+def _remember(store: BlobStore, key: str, layers: Sequence[BuiltLayer]) -> None:
     items = [
         {"name": x.name, "digest": x.digest, "diff_id": x.diff_id, "size": x.size} for x in layers
     ]
     store.write_record("installed-layers", key, {"layers": items})
-    return layers
 
 
 def _file_digest(path: Path) -> str:

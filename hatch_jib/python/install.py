@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import logging
 import os
 import posixpath
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -15,7 +17,7 @@ from typing import BinaryIO
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.exceptions import InstallerError
-from installer.records import RecordEntry
+from installer.records import Hash, RecordEntry
 from installer.sources import WheelFile
 from installer.utils import Scheme
 from packaging.requirements import InvalidRequirement, Requirement
@@ -47,6 +49,8 @@ class InstalledDist:
     name: str
     version: str
     files: tuple[str, ...]
+    # Files left out by `install_wheel(write=...)`: (path, sha256 hex, size, executable).
+    unwritten: tuple[tuple[str, str, int, bool], ...] = ()
 
 
 def venv_scheme(target: TargetProfile, venv: str = VENV) -> dict[str, str]:
@@ -62,14 +66,23 @@ def venv_scheme(target: TargetProfile, venv: str = VENV) -> dict[str, str]:
 
 
 def install_wheel(
-    wheel: Path, *, filename: str, target: TargetProfile, root: Path, venv: str = VENV
+    wheel: Path,
+    *,
+    filename: str,
+    target: TargetProfile,
+    root: Path,
+    venv: str = VENV,
+    write: Callable[[str], bool] | None = None,
 ) -> InstalledDist:
     """Install `wheel` (named `filename` on its index) into `root` + `venv` for `target`.
 
     The wheel may sit under any name, such as its digest in the blob store: installer reads
-    the distribution name, version and tags from `filename` instead of the path.
+    the distribution name, version and tags from `filename` instead of the path. With `write`,
+    only the image paths it accepts are written; the others are hashed into `unwritten`, and
+    RECORD still lists every file, as a full install would.
     """
     destination = _StagingDestination(
+        write=write,
         scheme_dict=venv_scheme(target, venv),
         # The venv's own python: absolute, since distroless images have no /usr/bin/env.
         interpreter=f"{venv}/bin/python",
@@ -96,7 +109,8 @@ def install_wheel(
 
     files = tuple(sorted(destination.written))
     log.debug("installed %s %s (%d files)", name, version, len(files))
-    return InstalledDist(name=name, version=version, files=files)
+    unwritten = tuple(sorted(destination.unwritten))
+    return InstalledDist(name=name, version=version, files=files, unwritten=unwritten)
 
 
 @dataclass
@@ -104,6 +118,8 @@ class _StagingDestination(SchemeDictionaryDestination):
     """Remembers every file it writes and writes a sorted RECORD."""
 
     written: set[str] = field(default_factory=set)
+    write: Callable[[str], bool] | None = None
+    unwritten: list[tuple[str, str, int, bool]] = field(default_factory=list)
 
     def write_to_fs(
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
@@ -112,10 +128,25 @@ class _StagingDestination(SchemeDictionaryDestination):
         is_executable = is_executable or scheme == "scripts"
         if path.endswith(".dist-info/METADATA"):
             stream = io.BytesIO(without_file_references(stream.read()))
+        image_path = posixpath.normpath(posixpath.join(self.scheme_dict[scheme], path)).lstrip("/")
+        if self.write is not None and not self.write(image_path):
+            return self._hash_only(image_path, path, stream, is_executable)
         entry = super().write_to_fs(scheme, path, stream, is_executable)
-        image_path = posixpath.join(self.scheme_dict[scheme], path)
-        self.written.add(posixpath.normpath(image_path).lstrip("/"))
+        self.written.add(image_path)
         return entry
+
+    def _hash_only(
+        self, image_path: str, path: str, stream: BinaryIO, is_executable: bool
+    ) -> RecordEntry:
+        """The RECORD entry installer would write for the file, without writing it."""
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        self.unwritten.append((image_path, digest.hexdigest(), size, is_executable))
+        encoded = base64.urlsafe_b64encode(digest.digest()).decode("ascii").rstrip("=")
+        return RecordEntry(path, Hash(self.hash_algorithm, encoded), size)
 
     def finalize_installation(
         self,

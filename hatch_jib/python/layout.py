@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_OWN_LAYER_SIZE",
     "MAX_LAYERS",
     "extra_directory_layers",
+    "is_code",
     "split_layers",
 ]
 
@@ -62,8 +63,8 @@ def split_layers(
     ]
 
     # The project's own files: code (and what describes it) on top, resources below.
-    code_paths = [path for path in project.files if _is_code(path)]
-    resource_paths = [path for path in project.files if not _is_code(path)]
+    code_paths = [path for path in project.files if is_code(path)]
+    resource_paths = [path for path in project.files if not is_code(path)]
 
     specs = [
         LayerSpec("dependencies", _sorted(dependency_entries)),
@@ -101,7 +102,8 @@ def _paths(dists: Iterable[InstalledDist]) -> list[str]:
     return [path for dist in dists for path in dist.files]
 
 
-def _is_code(path: str) -> bool:
+def is_code(path: str) -> bool:
+    """Whether an installed project file goes in the `code` layer rather than `resources`."""
     parts = path.split("/")
     if any(part.endswith(".dist-info") for part in parts[:-1]):
         return True

@@ -29,9 +29,11 @@ def _spec(root, text="VALUE = 1\n"):
 def counted_hashing(monkeypatch):
     """Count full-content hashes, and remember files however young they are."""
     calls = []
-    real = layer_module._file_sha256
+    real = layer_module._read_file
     monkeypatch.setattr(layer_module, "_RACY_SECONDS", -1)
-    monkeypatch.setattr(layer_module, "_file_sha256", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(
+        layer_module, "_read_file", lambda path, keep: calls.append(path) or real(path, keep)
+    )
     return calls
 
 

@@ -68,3 +68,49 @@ def test_wheel_inside_the_project_goes_in_the_local_dependencies_layer(tmp_path:
     )
     assert f"{site}/vendored/__init__.py" not in layer_paths(store, by_name["dependencies"].digest)
     assert app.entrypoint == ("/app/.venv/bin/python", "-m", "app")
+
+
+def _resource_project(root: Path) -> Path:
+    (root / "app" / "data").mkdir(parents=True)
+    (root / "app/__init__.py").write_text("VALUE = 1\n")
+    (root / "app/__main__.py").write_text("print('hi')\n")
+    for index in range(20):
+        (root / f"app/data/item{index}.txt").write_text(f"item {index}\n")
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "app"\nversion = "1.0"\n'
+    )
+    return root
+
+
+def _layers(root: Path, store: BlobStore) -> dict[str, tuple[str, bool]]:
+    config = load_config({"from": {"image": "base"}}, project_root=root, environ={})
+    app = build_application_layers(load_project(root), config, TARGET, store, base_layers=1)
+    return {layer.name: (layer.digest, layer.reused) for layer in app.layers}
+
+
+def test_code_change_reuses_resources_without_writing_them_and_matches_a_cold_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _resource_project(tmp_path / "app")
+    store = BlobStore(tmp_path / "cache")
+    _layers(root, store)
+    (root / "app/__init__.py").write_text("VALUE = 2\n")
+    written: list[str] = []
+    real_open = Path.open
+    monkeypatch.setattr(
+        Path,
+        "open",
+        lambda self, mode="r", *a, **k: (
+            (written.append(self.name) if "w" in mode else None) or real_open(self, mode, *a, **k)
+        ),
+    )
+
+    rebuilt = _layers(root, store)
+
+    monkeypatch.undo()
+    cold = _layers(root, BlobStore(tmp_path / "cold-cache"))
+    assert rebuilt["resources"] == (cold["resources"][0], True)
+    assert rebuilt["code"] == (cold["code"][0], False)
+    assert "__init__.py" in written
+    assert not [name for name in written if name.startswith("item")]
