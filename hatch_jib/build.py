@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from hatch_jib.pipeline import BuildPlan, BuildResult, run_build
 from hatch_jib.project import Project, load_project
 
 __all__ = ["build_project", "check_project", "default_outputs", "load_build_config"]
+
+log = logging.getLogger("hatch_jib")
 
 
 def default_outputs(to_image: object | None) -> tuple[str, ...]:
@@ -81,6 +84,8 @@ def build_project(
     project, config = load_build_config(root, overrides=overrides, environ=environ)
     check_project(project, config)
     setup_console(config.console, debug=debug)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     plan = BuildPlan(
         project=project,
         config=config,

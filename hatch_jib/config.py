@@ -5,6 +5,7 @@ All validation happens here, before any network traffic. Errors name the full ke
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -33,6 +34,7 @@ __all__ = [
     "format_config",
     "load_config",
     "schema_keys",
+    "unknown_variables",
 ]
 
 # Leaf types of the schema.
@@ -172,6 +174,8 @@ class JibConfig:
     offline: bool = False
     console: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # Things to tell the user once the console is up, such as a misspelt JIB_ variable.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 def env_var_for(path: str) -> str:
@@ -213,7 +217,38 @@ def load_config(
             sources[path] = "command line"
 
     placeholders = {"version": version, "name": name}
-    return _build(raw, project_root=project_root, placeholders=placeholders, sources=sources)
+    try:
+        config = _build(raw, project_root=project_root, placeholders=placeholders, sources=sources)
+    except ConfigError as error:
+        raise _with_source(error, sources) from error.__cause__
+    return dataclasses.replace(config, warnings=tuple(unknown_variables(environ)))
+
+
+# JIB_ variables that are not config keys but are ours all the same.
+_OTHER_VARIABLES = {"JIB_DEBUG"}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each `JIB_*` variable that sets nothing, with the closest real one."""
+    known = {env_var_for(path) for path, _ in _schema_leaves(SCHEMA)} | _OTHER_VARIABLES
+    warnings = []
+    for name in sorted(variable for variable in environ if variable.startswith("JIB_")):
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        guess = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"Environment variable {name} is not a hatch-jib setting{guess}")
+    return warnings
+
+
+def _with_source(error: ConfigError, sources: Mapping[str, str]) -> ConfigError:
+    """Add "(set by JIB_X)" when the key the error names was set outside pyproject.toml."""
+    match = re.search(r"`tool\.jib\.([a-z.-]+)", error.message)
+    source = sources.get(match[1]) if match else None
+    if source is None or source == "pyproject.toml":
+        return error
+    origin = source.removeprefix("env ") if source.startswith("env ") else source
+    return ConfigError(f"{error.message} (set by {origin})", hint=error.hint)
 
 
 # --- shape checking ---------------------------------------------------------------------------
@@ -246,8 +281,37 @@ def _check_leaf(value: Any, kind: str, path: str) -> None:
         and all(isinstance(item, (str, int, float, bool)) for item in value.values()),
         SIZE: isinstance(value, (str, int)) and not isinstance(value, bool),
     }[kind]
-    if not ok:
-        raise ConfigError(f"Field `{path}` must be a {kind}, not {type(value).__name__}")
+    if ok:
+        return
+    # Name the offending item of an array, and say what it is in TOML's words.
+    if kind == STR_LIST and isinstance(value, list):
+        index = next(i for i, item in enumerate(value) if not isinstance(item, str))
+        path, kind, value = f"{path}[{index}]", STR, value[index]
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise ConfigError(
+        f"Field `{path}` must be {article} {kind}, not {_toml_type(value)} {value!r}",
+        hint=f"write it as {_EXAMPLES[kind]}",
+    )
+
+
+_EXAMPLES = {
+    STR: '"text" (in quotes)',
+    BOOL: "true or false",
+    INT: "a whole number above 0, such as 1048576",
+    STR_LIST: '["a", "b"]',
+    STR_MAP: '{ KEY = "value" }',
+    SIZE: 'a number of bytes or a size such as "10MB", or "off"',
+}
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type, for messages."""
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, list):
+        return "array"
+    return "table" if isinstance(value, dict) else type(value).__name__
 
 
 def _unknown_key(path: str, key: str, schema: dict[str, Any]) -> ConfigError:
@@ -294,10 +358,16 @@ def _parse_env(text: str, kind: str, name: str) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"Environment variable {name}={text!r} must be true or false")
+        raise ConfigError(
+            f"Environment variable {name}={text!r} must be true or false",
+            hint=f"set {name}=true or {name}=false (1/0, yes/no and on/off work too)",
+        )
     if kind == INT:
         if not text.strip().isdigit() or int(text) <= 0:
-            raise ConfigError(f"Environment variable {name}={text!r} must be a positive integer")
+            raise ConfigError(
+                f"Environment variable {name}={text!r} must be a positive integer",
+                hint=f"set {name} to a whole number of bytes, such as 1048576",
+            )
         return int(text)
     if kind == STR_LIST:
         return [item.strip() for item in text.split(",") if item.strip()]
@@ -305,7 +375,8 @@ def _parse_env(text: str, kind: str, name: str) -> Any:
         pairs = [item.partition("=") for item in text.split(",") if item.strip()]
         if any(not sep for _, sep, _ in pairs):
             raise ConfigError(
-                f"Environment variable {name} must be KEY=value pairs, comma-separated"
+                f"Environment variable {name} must be KEY=value pairs, comma-separated",
+                hint=f"for example {name}=LOG_LEVEL=info,MODE=prod",
             )
         return {key.strip(): value for key, _, value in pairs}
     return text
@@ -498,7 +569,10 @@ def _mtime(value: str | None, path: str) -> int:
 
 def _choice(value: str | None, allowed: tuple[str, ...], path: str) -> str | None:
     if value is not None and value not in allowed:
-        raise ConfigError(f"`{path}` must be one of {', '.join(allowed)}, not {value!r}")
+        raise ConfigError(
+            f"`{path}` must be one of {', '.join(allowed)}, not {value!r}",
+            hint=f"set it to {' or '.join(repr(item) for item in allowed)}, or leave it out",
+        )
     return value
 
 

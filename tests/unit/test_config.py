@@ -144,3 +144,48 @@ def test_effective_config_lists_every_key_with_its_source_and_masks_secrets():
     assert entries["container.working-directory"].source == "default"
     assert "s3cret-value" not in text and "tok-123" not in text
     assert 'to.image = "reg.io/app:latest"' in text
+
+
+def test_wrong_item_type_names_the_index_in_toml_words():
+    table = {**BASE, "container": {"ports": ["80", 81]}}
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(table, project_root=ROOT, environ={})
+
+    assert "`tool.jib.container.ports[1]` must be a string, not integer 81" in str(caught.value)
+    assert caught.value.hint
+
+
+def test_error_about_a_value_from_the_environment_names_the_variable():
+    with pytest.raises(ConfigError) as caught:
+        load_config(BASE, project_root=ROOT, environ={"JIB_TO_TAGS": "Bad Tag"})
+
+    assert "tool.jib.to.tags[0]" in str(caught.value)
+    assert "(set by JIB_TO_TAGS)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "culprit"),
+    [
+        ({"JIB_OFFLINE": "maybe"}, "JIB_OFFLINE"),
+        ({"JIB_CONTAINER_FORMAT": "zip"}, "tool.jib.container.format"),
+        ({"JIB_UPLOAD_CHUNK_SIZE": "-4"}, "JIB_UPLOAD_CHUNK_SIZE"),
+    ],
+)
+def test_bad_environment_values_come_with_a_hint(environ, culprit):
+    with pytest.raises(ConfigError) as caught:
+        load_config(BASE, project_root=ROOT, environ=environ)
+
+    assert culprit in str(caught.value)
+    assert caught.value.hint
+
+
+def test_misspelt_jib_variable_is_reported_with_the_closest_setting():
+    config = load_config(
+        BASE, project_root=ROOT, environ={"JIB_FROM_IMAGES": "x", "JIB_DEBUG": "1"}
+    )
+
+    assert config.warnings == (
+        "Environment variable JIB_FROM_IMAGES is not a hatch-jib setting; "
+        "did you mean JIB_FROM_IMAGE?",
+    )
