@@ -230,7 +230,14 @@ def _run_uv(
             hint="reinstall hatch-jib so that its `uv` dependency is installed",
         ) from error
     if result.returncode != 0:
-        raise _resolution_error(result.stderr, target, platform)
+        error = _resolution_error(result.stderr, target, platform)
+        if offline:
+            # Offline, uv sees only its cache: a "missing" wheel was most likely never fetched.
+            raise BuildError(
+                f"offline: cannot resolve dependencies from the cache alone ({error.message})",
+                hint="build once online so the wheels are cached, or turn off `offline`",
+            )
+        raise error
     try:
         return tomllib.loads(result.stdout)
     except tomllib.TOMLDecodeError as error:

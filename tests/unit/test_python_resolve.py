@@ -193,3 +193,16 @@ def test_projects_tool_uv_find_links_are_honoured_and_key_the_record(
     (project / "pyproject.toml").write_text(pyproject.replace('"links"', '"elsewhere"'))
     with pytest.raises(BuildError, match="Failed to read `--find-links` directory"):
         resolve(["privpkg"], DEBIAN_311, store=store, project_root=project)
+
+
+def test_offline_resolution_without_cached_wheels_says_it_is_offline(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty-uv-cache"))
+
+    with pytest.raises(BuildError) as caught:
+        resolve(["charset-normalizer==3.4.0"], DEBIAN_311, store=store, offline=True)
+
+    assert "offline" in str(caught.value)
+    assert "charset-normalizer" in str(caught.value)
+    assert "build once online" in str(caught.value)
