@@ -281,10 +281,12 @@ class Transport:
                 "the registry's TLS certificate is not trusted: point SSL_CERT_FILE at its CA"
                 " bundle, or add the host to allow-insecure-registries"
             )
-        elif isinstance(error, httpx.TimeoutException):
-            hint = f"the registry did not answer within {self.options.timeout:g}s; {_INSECURE_HINT}"
         else:
-            hint = _INSECURE_HINT
+            # Plain HTTP is already allowed for loopback and listed hosts: only ask if it runs.
+            hint = "is it running?" if self.plain_http_allowed else _INSECURE_HINT
+            if isinstance(error, httpx.TimeoutException):
+                waited = f"the registry did not answer within {self.options.timeout:g}s"
+                hint = f"{waited}; {hint}"
         return RegistryError(
             f"Cannot reach registry {self.registry} ({redact_url(url)}): {error}",
             hint=hint,
