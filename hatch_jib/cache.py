@@ -204,7 +204,8 @@ class BlobStore:
                 for kind in _RECORD_KINDS:
                     _remove_old_files(self.root / kind, cutoff=now - older_than)
         self._verified.difference_update(blob.digest for blob in report.removed)
-        log.info(
+        # The CLI prints its own summary; this line is for library callers' logs.
+        log.debug(
             "cache: removed %d blob(s), %d bytes; %d blob(s), %d bytes left in %s",
             len(report.removed),
             report.freed_bytes,

@@ -21,6 +21,11 @@ from hatch_jib.image.reference import parse_reference
 from hatch_jib.inspection import format_report, inspect_image
 from hatch_jib.registry.transport import TransportOptions
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 __all__ = ["main", "parse_size"]
 
 _BUILD_EXAMPLES = """\
@@ -138,7 +143,13 @@ def _add_cache(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     prune.add_argument("--older-than", type=float, metavar="DAYS", help="unused for DAYS days")
     prune.add_argument("--max-size", metavar="SIZE", help="keep at most SIZE (e.g. 500M, 5G)")
-    prune.add_argument("--cache-dir", type=Path, metavar="DIR", help="default: JIB_CACHE_DIR")
+    prune.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="default: JIB_CACHE_DIR, else the `cache-dir` of ./pyproject.toml, else the user "
+        "cache directory",
+    )
     prune.add_argument(
         "--wait", type=float, default=60.0, metavar="SECONDS", help="wait for running builds"
     )
@@ -218,7 +229,12 @@ def _prune(args: argparse.Namespace, debug: bool) -> int:
     if args.older_than is not None and args.older_than < 0:
         raise ConfigError(f"--older-than {args.older_than:g} must not be negative")
     max_size = parse_size(args.max_size, "--max-size") if args.max_size is not None else None
-    root = args.cache_dir or Path(os.environ.get("JIB_CACHE_DIR") or default_cache_dir())
+    root = (
+        args.cache_dir
+        or (Path(os.environ["JIB_CACHE_DIR"]) if os.environ.get("JIB_CACHE_DIR") else None)
+        or _project_cache_dir(Path.cwd())
+        or default_cache_dir()
+    )
     if not (root / "blobs").is_dir():
         sys.stdout.write(f"No hatch-jib cache at {root}: nothing to prune\n")
         return EXIT_OK
@@ -235,6 +251,16 @@ def _prune(args: argparse.Namespace, debug: bool) -> int:
         f"{report.kept} blob(s), {human_size(report.kept_bytes)} left in {root}\n"
     )
     return EXIT_OK
+
+
+def _project_cache_dir(root: Path) -> Path | None:
+    """`tool.jib.cache-dir` of the project in `root`, the cache its builds use."""
+    try:
+        table = tomllib.loads((root / "pyproject.toml").read_text())
+    except (OSError, ValueError):
+        return None
+    value = table.get("tool", {}).get("jib", {}).get("cache-dir")
+    return root / value if isinstance(value, str) and value else None
 
 
 def parse_size(text: str, option: str = "size") -> int:

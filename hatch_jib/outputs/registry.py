@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hatch_jib import progress
-from hatch_jib.image.descriptor import short_digest
+from hatch_jib.image.descriptor import human_size, short_digest
 from hatch_jib.image.image import BuiltImage, ImageIndex, ImageLayer
 from hatch_jib.image.reference import Reference
 from hatch_jib.registry.client import RegistryClient
@@ -95,6 +95,6 @@ def _push_blob(
         return BlobPush(digest, name, size, "mounted")
     report("uploading")
     client.upload_blob(digest, size, blob_path(digest))
-    log.info("Layer %-12s %s pushed (%d bytes)", name, short_digest(digest), size)
+    log.info("Layer %-12s %s pushed (%s)", name, short_digest(digest), human_size(size))
     report("pushed")
     return BlobPush(digest, name, size, "pushed")

@@ -230,14 +230,14 @@ def _run_uv(
             hint="reinstall hatch-jib so that its `uv` dependency is installed",
         ) from error
     if result.returncode != 0:
-        error = _resolution_error(result.stderr, target, platform)
+        failure = _resolution_error(result.stderr, target, platform)
         if offline:
             # Offline, uv sees only its cache: a "missing" wheel was most likely never fetched.
             raise BuildError(
-                f"offline: cannot resolve dependencies from the cache alone ({error.message})",
+                f"offline: cannot resolve dependencies from the cache alone ({failure.message})",
                 hint="build once online so the wheels are cached, or turn off `offline`",
             )
-        raise error
+        raise failure
     try:
         return tomllib.loads(result.stdout)
     except tomllib.TOMLDecodeError as error:

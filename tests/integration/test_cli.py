@@ -114,6 +114,30 @@ def test_cache_prune_reports_what_it_removed(tmp_path):
     assert not store.has(old) and store.has(kept)
 
 
+def test_cache_prune_in_a_project_prunes_the_cache_dir_it_configures(tmp_path):
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[tool.jib]\ncache-dir = ".jib-cache"\n')
+    store = BlobStore(project / ".jib-cache")
+    old = store.put_bytes(b"old blob")
+    os.utime(store.path(old), (1_000_000, 1_000_000))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JIB_")}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "hatch_jib", "cache", "prune", "--older-than", "30"],
+        cwd=project,
+        env={**clean, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"removed {old}" in done.stdout
+    assert str(project / ".jib-cache") in done.stdout
+    assert not store.has(old)
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
