@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -494,8 +495,13 @@ def _container(raw: dict[str, Any]) -> ContainerConfig:
     for index, port in enumerate(raw.get("ports", [])):
         _check_port(port, f"{key}.ports[{index}]")
     for name in ("working-directory", "app-root"):
-        if name in raw and not raw[name].startswith("/"):
-            raise ConfigError(f"`{key}.{name}` must be an absolute path, not {raw[name]!r}")
+        if name in raw:
+            raw[name] = _image_path(raw[name], f"{key}.{name}")
+    volumes = [
+        _image_path(volume, f"{key}.volumes[{index}]")
+        for index, volume in enumerate(raw.get("volumes", []))
+    ]
+    _check_runtime_strings(raw, key)
     return ContainerConfig(
         entrypoint=tuple(raw["entrypoint"]) if "entrypoint" in raw else None,
         args=tuple(raw["args"]) if "args" in raw else None,
@@ -504,7 +510,7 @@ def _container(raw: dict[str, Any]) -> ContainerConfig:
         labels={k: str(v) for k, v in raw.get("labels", {}).items()},
         annotations={k: str(v) for k, v in raw.get("annotations", {}).items()},
         ports=tuple(_normalize_port(port) for port in raw.get("ports", [])),
-        volumes=tuple(raw.get("volumes", [])),
+        volumes=tuple(volumes),
         user=raw.get("user"),
         working_directory=raw.get("working-directory", raw.get("app-root", "/app")),
         creation_time=_creation_time(raw.get("creation-time"), f"{key}.creation-time"),
@@ -514,6 +520,38 @@ def _container(raw: dict[str, Any]) -> ContainerConfig:
         format=_choice(raw.get("format"), ("docker", "oci"), f"{key}.format"),
         app_root=raw.get("app-root", "/app"),
     )
+
+
+def _image_path(value: str, path: str) -> str:
+    """An absolute, normalized path inside the image; `..` could climb out of the root."""
+    parts = value.split("/")
+    if not value.startswith("/") or ".." in parts or any(c in value for c in "\0\n\r"):
+        raise ConfigError(
+            f"`{path}` = {value!r} must be an absolute path inside the image",
+            hint='write it like "/app" or "/srv/static", without ".." components',
+        )
+    return posixpath.normpath(value).replace("//", "/")
+
+
+def _check_runtime_strings(raw: dict[str, Any], key: str) -> None:
+    """Values that go into the image config verbatim must be well formed there."""
+    for name in raw.get("environment", {}):
+        if not name or "=" in name or "\0" in name:
+            raise ConfigError(
+                f"`{key}.environment` has the variable name {name!r}",
+                hint="names must be non-empty and hold no `=`",
+            )
+    user = raw.get("user")
+    if user is not None and (not user.strip() or any(c in user for c in "\0\n\r")):
+        raise ConfigError(
+            f"`{key}.user` = {user!r} is not a user",
+            hint='write a name or uid, optionally with a group: "app", "1000:1000"',
+        )
+    if raw.get("entrypoint") == []:
+        raise ConfigError(
+            f"`{key}.entrypoint` is empty",
+            hint="give the command as an array, or leave the key out to run the project's script",
+        )
 
 
 def _check_port(text: str, path: str) -> None:
@@ -627,8 +665,7 @@ def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDi
         for required in ("from", "into"):
             if not item.get(required):
                 raise ConfigError(f"`{path}.{required}` is required")
-        if not item["into"].startswith("/"):
-            raise ConfigError(f"`{path}.into` must be an absolute path in the image")
+        into = _image_path(item["into"], f"{path}.into")
         source = root / item["from"]
         if not source.is_dir():
             raise ConfigError(f"`{path}.from`: directory {source} does not exist")
@@ -641,7 +678,7 @@ def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDi
         result.append(
             ExtraDirectory(
                 source=source,
-                into=item["into"],
+                into=into,
                 includes=tuple(item.get("includes", [])),
                 excludes=tuple(item.get("excludes", [])),
                 permissions=dict(item.get("permissions", {})),

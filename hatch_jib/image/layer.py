@@ -200,6 +200,11 @@ class _HashingSink:
 
 def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
     """Sort entries by path and add every missing parent directory."""
+    # A layer must never reach outside the image root, whatever a caller computed.
+    for entry in entries:
+        parts = entry.path.split("/")
+        if not entry.path or entry.path.startswith("/") or ".." in parts or "" in parts:
+            raise ValueError(f"layer entry path {entry.path!r} is not inside the image root")
     by_path = {entry.path: entry for entry in entries}
     for path in list(by_path):
         parent = path.rpartition("/")[0]

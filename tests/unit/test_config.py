@@ -189,3 +189,37 @@ def test_misspelt_jib_variable_is_reported_with_the_closest_setting():
         "Environment variable JIB_FROM_IMAGES is not a hatch-jib setting; "
         "did you mean JIB_FROM_IMAGE?",
     )
+
+
+@pytest.mark.parametrize(
+    ("container", "culprit"),
+    [
+        ({"app-root": "/app/../usr"}, "tool.jib.container.app-root"),
+        ({"working-directory": "/../x"}, "tool.jib.container.working-directory"),
+        ({"volumes": ["/data", "rel"]}, "tool.jib.container.volumes[1]"),
+        ({"user": ""}, "tool.jib.container.user"),
+        ({"environment": {"A=B": "c"}}, "tool.jib.container.environment"),
+        ({"entrypoint": []}, "tool.jib.container.entrypoint"),
+    ],
+)
+def test_values_that_would_break_the_image_are_refused(container, culprit):
+    with pytest.raises(ConfigError) as caught:
+        load_config({**BASE, "container": container}, project_root=ROOT, environ={})
+
+    assert culprit in str(caught.value)
+
+
+def test_extra_directory_into_cannot_climb_out_of_the_image(tmp_path):
+    (tmp_path / "static").mkdir()
+    table = {**BASE, "extra-directories": [{"from": "static", "into": "/../../evil"}]}
+
+    with pytest.raises(ConfigError, match=r"extra-directories\[0\]\.into"):
+        load_config(table, project_root=tmp_path, environ={})
+
+
+def test_image_paths_are_normalized():
+    table = {**BASE, "container": {"app-root": "/srv//app/", "volumes": ["/data/"]}}
+
+    config = load_config(table, project_root=ROOT, environ={})
+
+    assert (config.container.app_root, config.container.volumes) == ("/srv/app", ("/data",))

@@ -7,6 +7,8 @@ import os
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from hatch_jib.cache import BlobStore
 from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
 
@@ -101,3 +103,10 @@ def test_corrupt_cached_blob_is_rebuilt_not_reused(tmp_path):
     assert not second.reused
     assert second.digest == first.digest
     assert store.verified_path(first.digest) is not None
+
+
+def test_entry_that_climbs_out_of_the_image_root_is_refused(tmp_path):
+    spec = LayerSpec("extra", (LayerEntry.directory("app/../../etc"),))
+
+    with pytest.raises(ValueError, match="not inside the image root"):
+        build_layer(spec, BlobStore(tmp_path / "cache"))
