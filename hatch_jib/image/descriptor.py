@@ -107,10 +107,13 @@ class Descriptor:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Descriptor:
+        size = data["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"descriptor size {size!r} is not a byte count")
         return cls(
             media_type=str(data.get("mediaType", "")),
             digest=check_digest(str(data["digest"])),
-            size=int(data["size"]),
+            size=size,
             platform=data.get("platform"),
             annotations=data.get("annotations"),
             urls=tuple(data.get("urls") or ()),

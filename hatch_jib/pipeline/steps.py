@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from hatch_jib.image.config import ContainerSettings, build_image_config
 from hatch_jib.image.descriptor import (
     Descriptor,
     MediaType,
+    check_digest,
     human_size,
     sha256_digest,
     short_digest,
@@ -151,11 +153,13 @@ def pull_base_image(
             "Base image %s is not pinned by digest: builds may change when the tag moves", reference
         )
     pulled = _get_manifest(client, reference, reference.identifier, store, offline)
-    media_type = pulled.media_type or _sniff_media_type(pulled.data)
+    with _malformed(reference, "manifest"):
+        media_type = pulled.media_type or _sniff_media_type(pulled.data)
 
     # Pick the platform from an index or manifest list.
     if media_type in MediaType.INDEXES:
-        index = parse_index(pulled.data, media_type)
+        with _malformed(reference, "index"):
+            index = parse_index(pulled.data, media_type)
         chosen = index.find(platform)
         if chosen is None:
             available = ", ".join(str(p) for p in index.platforms()) or "none"
@@ -164,17 +168,20 @@ def pull_base_image(
                 hint="set `tool.jib.from.platforms` to one it has, or choose another base",
             )
         pulled = _get_manifest(client, reference, chosen.digest, store, offline)
-        media_type = pulled.media_type or _sniff_media_type(pulled.data)
+        with _malformed(reference, "manifest"):
+            media_type = pulled.media_type or _sniff_media_type(pulled.data)
     if media_type not in MediaType.MANIFESTS:
         raise BuildError(
             f"Base image {reference} has an unsupported manifest type {media_type!r}",
             hint="use a base image with a Docker v2.2 or OCI manifest (schema 1 is obsolete)",
         )
-    manifest = parse_manifest(pulled.data, media_type)
+    with _malformed(reference, "manifest"):
+        manifest = parse_manifest(pulled.data, media_type)
 
     # The config says the platform for single-platform bases; check it matches.
     _fetch_blob(client, reference, manifest.config.digest, store, offline, what="config")
-    config = json.loads(store.read_bytes(manifest.config.digest))
+    with _malformed(reference, "config"):
+        config = _check_base_config(json.loads(store.read_bytes(manifest.config.digest)))
     found = Platform(
         config.get("os", "linux"), config.get("architecture", "amd64"), config.get("variant")
     )
@@ -185,6 +192,40 @@ def pull_base_image(
         )
     log.info("Base image %s@%s (%s)", reference.context, pulled.digest, found)
     return BaseImage(reference, client, manifest, pulled.digest, config, found, offline)
+
+
+@contextlib.contextmanager
+def _malformed(reference: Reference, what: str) -> Iterator[None]:
+    """Turn a parse failure of what the registry sent into an error naming the base."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        detail = f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else error
+        raise BuildError(
+            f"Base image {reference}: the registry sent an invalid {what} ({detail})",
+            hint="the image or the registry is broken; choose another base image or tag",
+        ) from error
+
+
+def _check_base_config(config: Any) -> dict[str, Any]:
+    """The base config fields we build on must have the types the image spec gives them."""
+    if not isinstance(config, dict):
+        raise TypeError("the config is not a JSON object")
+    runtime = config.get("config") or {}
+    if not isinstance(runtime, dict):
+        raise TypeError("`config` is not an object")
+    for name in ("Env", "Entrypoint", "Cmd"):
+        value = runtime.get(name)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(item, str) for item in value)
+        ):
+            raise TypeError(f"`config.{name}` is not an array of strings")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    if not isinstance(diff_ids, list) or not all(isinstance(item, str) for item in diff_ids):
+        raise TypeError("`rootfs.diff_ids` is not an array of digests")
+    for diff_id in diff_ids:
+        check_digest(diff_id)
+    return config
 
 
 def _get_manifest(
@@ -273,6 +314,16 @@ def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
         log.info("Downloading %d of %d base layers", len(missing), len(digests))
     with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="jib-pull") as pool:
         list(pool.map(lambda digest: fetch_base_blob(base, digest, store), missing))
+
+    # The digest proves the bytes; the size must agree too, or our manifest would lie.
+    for layer in base.manifest.layers:
+        actual = store.size(layer.digest)
+        if actual != layer.size:
+            raise BuildError(
+                f"Base image {base.reference}: layer {layer.digest} has {actual} bytes, but "
+                f"its manifest says {layer.size}",
+                hint="the base image's manifest is wrong; choose another base image or tag",
+            )
     return [store.path(digest) for digest in digests]
 
 

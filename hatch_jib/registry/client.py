@@ -218,7 +218,11 @@ class RegistryClient:
         check_digest(digest)
         actual_size = Path(path).stat().st_size
         if actual_size != size:
-            raise ValueError(f"{path} has {actual_size} bytes, not the {size} its descriptor says")
+            raise self._error(
+                f"blob {digest} has {actual_size} bytes, not the {size} its manifest says",
+                code="SIZE_INVALID",
+                hint="the base image's manifest lists a wrong size; choose another base image",
+            )
         attempts = 1 + self.options.max_retries
         for attempt in range(attempts):
             try:
