@@ -364,7 +364,7 @@ def _parse_env(text: str, kind: str, name: str) -> Any:
             hint=f"set {name}=true or {name}=false (1/0, yes/no and on/off work too)",
         )
     if kind == INT:
-        if not text.strip().isdigit() or int(text) <= 0:
+        if not (text.strip().isascii() and text.strip().isdigit()) or int(text) <= 0:
             raise ConfigError(
                 f"Environment variable {name}={text!r} must be a positive integer",
                 hint=f"set {name} to a whole number of bytes, such as 1048576",
@@ -422,9 +422,7 @@ def _build(
         cred_helper=from_raw.get("cred-helper"),
     )
     to = ToConfig(
-        image=parse_reference(to_raw["image"], key="tool.jib.to.image")
-        if to_raw.get("image")
-        else None,
+        image=_target_reference(to_raw["image"]) if to_raw.get("image") else None,
         tags=_tags(to_raw.get("tags"), placeholders),
         auth=_auth(to_raw.get("auth"), "tool.jib.to.auth", sources, "to"),
         cred_helper=to_raw.get("cred-helper"),
@@ -446,6 +444,17 @@ def _build(
         console=_choice(raw.get("console"), ("plain", "rich"), "tool.jib.console"),
         sources=dict(sources),
     )
+
+
+def _target_reference(text: str) -> Reference:
+    """`to.image`: a digest names content that exists, so there is nothing to push it as."""
+    reference = parse_reference(text, key="tool.jib.to.image")
+    if reference.digest:
+        raise ConfigError(
+            f"`tool.jib.to.image` = {text!r} names a digest; the image is pushed by tag",
+            hint="drop the @sha256:... part and list tags in `tool.jib.to.tags`",
+        )
+    return reference
 
 
 def _platforms(values: list[str] | None) -> tuple[Platform, ...]:
@@ -575,34 +584,44 @@ def _creation_time(value: str | None, path: str) -> str:
         return "1970-01-01T00:00:00Z"
     if value == "USE_CURRENT_TIMESTAMP":
         return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as error:
-        raise ConfigError(
-            f"`{path}` = {value!r} is not a time",
-            hint="use EPOCH, USE_CURRENT_TIMESTAMP or ISO-8601 such as 2024-01-01T00:00:00Z",
-        ) from error
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parsed = _parse_time(value, path, "EPOCH, USE_CURRENT_TIMESTAMP or ISO-8601")
+    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Tar headers hold mtimes in 11 octal digits; later or negative times need PAX records.
+_MAX_MTIME = 8**11 - 1
 
 
 def _mtime(value: str | None, path: str) -> int:
     if value is None:
-        epoch = os.environ.get("SOURCE_DATE_EPOCH")
-        return int(epoch) if epoch and epoch.isdigit() else 1
-    if value.isdigit():
-        return int(value)
+        epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+        if not epoch:
+            return 1
+        value, path = epoch, "SOURCE_DATE_EPOCH"
+    if value.isascii() and value.isdigit():
+        seconds = int(value)
+    else:
+        seconds = int(_parse_time(value, path, "seconds since the epoch or ISO-8601").timestamp())
+    if not 0 <= seconds <= _MAX_MTIME:
+        raise ConfigError(
+            f"`{path}` = {value!r} is outside 1970 to 2242",
+            hint="give a time tar headers can hold, such as 2024-01-01T00:00:00Z",
+        )
+    return seconds
+
+
+def _parse_time(value: str, path: str, forms: str) -> datetime:
+    """An ISO-8601 time in UTC; naive times are taken as UTC."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as error:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as error:
         raise ConfigError(
             f"`{path}` = {value!r} is not a time",
-            hint="use seconds since the epoch or an ISO-8601 time",
+            hint=f"use {forms}, such as 2024-01-01T00:00:00Z",
         ) from error
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp())
 
 
 def _choice(value: str | None, allowed: tuple[str, ...], path: str) -> str | None:

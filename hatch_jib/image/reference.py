@@ -61,6 +61,16 @@ def _fail(text: str, rule: str, *, key: str) -> ConfigError:
 
 def parse_reference(text: str, *, key: str = "image") -> Reference:
     """Parse `text` into a Reference; `key` names the setting in errors."""
+    # `user:password@host/...` is a URL habit; never echo what may be a password.
+    _, at, after = text.strip().rpartition("@")
+    if at and "/" in after:
+        raise ConfigError(
+            f"The image reference in `{key}` seems to hold credentials (user:password@host); "
+            "it is not shown",
+            hint="put credentials in the auth settings (JIB_TO_AUTH_USERNAME/PASSWORD or "
+            "JIB_FROM_AUTH_*), never in the reference",
+        )
+
     # Split off the digest, then the tag (a colon after the last slash).
     remainder, _, digest = text.strip().partition("@")
     if not remainder:
@@ -78,7 +88,8 @@ def parse_reference(text: str, *, key: str = "image") -> Reference:
     # The first component is a registry only if it looks like a host.
     first, sep, rest = remainder.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        if not _HOST.fullmatch(first):
+        port = first.rpartition(":")[2] if not first.endswith("]") else ""
+        if not _HOST.fullmatch(first) or (port.isdigit() and not 0 < int(port) < 65536):
             raise _fail(text, f"registry host {first!r} is not a valid host[:port]", key=key)
         registry, path = first, rest
     else:

@@ -223,3 +223,31 @@ def test_image_paths_are_normalized():
     config = load_config(table, project_root=ROOT, environ={})
 
     assert (config.container.app_root, config.container.volumes) == ("/srv/app", ("/data",))
+
+
+@pytest.mark.parametrize(
+    ("container", "culprit"),
+    [
+        ({"files-modification-time": "²"}, "is not a time"),
+        ({"files-modification-time": "99999999999999999999"}, "outside 1970 to 2242"),
+        ({"files-modification-time": "1960-01-01T00:00:00Z"}, "outside 1970 to 2242"),
+        ({"creation-time": "9999-12-31T23:59:59-14:00"}, "is not a time"),
+    ],
+)
+def test_times_a_tar_header_cannot_hold_are_config_errors(container, culprit):
+    with pytest.raises(ConfigError, match=culprit):
+        load_config({**BASE, "container": container}, project_root=ROOT, environ={})
+
+
+def test_malformed_source_date_epoch_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "²")
+
+    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
+        load_config(BASE, project_root=ROOT, environ={})
+
+
+def test_target_with_a_digest_is_refused():
+    table = {**BASE, "to": {"image": "reg.io/app:1@sha256:" + "0" * 64}}
+
+    with pytest.raises(ConfigError, match="names a digest"):
+        load_config(table, project_root=ROOT, environ={})

@@ -53,3 +53,16 @@ def test_invalid_reference_names_the_rule_and_the_key(text, culprit):
 
     assert culprit in str(caught.value)
     assert "tool.jib.to.image" in str(caught.value)
+
+
+def test_reference_with_credentials_is_refused_without_echoing_them():
+    with pytest.raises(ConfigError) as caught:
+        parse_reference("user:s3cret@127.0.0.1:5000/app", key="tool.jib.to.image")
+
+    assert "credentials" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_port_out_of_range_is_refused():
+    with pytest.raises(ConfigError, match="not a valid host"):
+        parse_reference("127.0.0.1:99999/app")
