@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from hatch_jib.console import live_progress, setup_console
 from hatch_jib.errors import ConfigError
 from hatch_jib.pipeline import BuildPlan, BuildResult, run_build
 from hatch_jib.project import Project, load_project
+from hatch_jib.python.lock import find_lock
 
 __all__ = ["build_project", "check_project", "default_outputs", "load_build_config"]
 
@@ -63,8 +65,33 @@ def check_project(project: Project, config: JibConfig) -> None:
             hint="set `tool.jib.container.script` (or JIB_CONTAINER_SCRIPT) to the one to run",
         )
 
-    # Extras must exist; this raises the ConfigError that names the missing one.
+    # Entry points must parse, or the installer fails on them mid-build.
+    for name, target in project.scripts.items():
+        if not _ENTRY_POINT.fullmatch(target):
+            raise ConfigError(
+                f"[project.scripts] {name} = {target!r} is not an entry point",
+                hint='write it as "package.module:function", optionally with " [extra]"',
+            )
+
+    # Extras and the lock file must exist; these raise the ConfigError that names them.
     project.requirements(config.python.extras)
+    find_lock(project.root, config.python.lock)
+
+
+_ENTRY_POINT = re.compile(r"[\w.]+(?:\s*:\s*[\w.]+)?(?:\s*\[[\w\s,.-]*\])?\s*")
+
+
+def check_writable(directory: Path, what: str, key: str) -> None:
+    """Create `directory` and prove a file can be written there, before any work is done."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".jib-probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot write the {what} {directory}: {error.strerror or error}",
+            hint=f"make it writable, or choose another one with {key}",
+        ) from error
 
 
 def build_project(
@@ -93,8 +120,13 @@ def build_project(
         directory=directory,
     )
 
+    # Where results and blobs go must be writable before anything is pulled or pushed.
+    cache_dir = config.cache_dir or default_cache_dir()
+    check_writable(directory, "output directory", "--output-dir (or hatch's -o)")
+    check_writable(cache_dir, "cache directory", "`tool.jib.cache-dir` or JIB_CACHE_DIR")
+
     # A shared hold on the cache keeps `hatch-jib cache prune` from removing blobs mid-build.
-    with cache_in_use(config.cache_dir or default_cache_dir()), live_progress(config.console):
+    with cache_in_use(cache_dir), live_progress(config.console):
         return run_build(plan, previous)
 
 

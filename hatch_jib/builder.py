@@ -12,7 +12,7 @@ from typing import Any
 from hatchling.builders.plugin.interface import BuilderInterface
 
 from hatch_jib.build import build_project
-from hatch_jib.console import debug_requested, report_failure
+from hatch_jib.console import debug_requested, report_failure, terminate_cleanly
 from hatch_jib.pipeline import BuildResult
 
 __all__ = ["JibBuilder"]
@@ -65,13 +65,14 @@ class JibBuilder(BuilderInterface):
         # an exit status: 1 for a failed build, 2 for bad configuration, as `hatch-jib` has.
         debug = debug_requested() or getattr(self.app, "verbosity", 0) >= 2
         try:
-            result = build_project(
-                Path(self.root),
-                directory=Path(directory),
-                outputs=outputs,
-                debug=debug,
-                previous=self._last_result,
-            )
+            with terminate_cleanly():
+                result = build_project(
+                    Path(self.root),
+                    directory=Path(directory),
+                    outputs=outputs,
+                    debug=debug,
+                    previous=self._last_result,
+                )
         except (Exception, KeyboardInterrupt) as error:
             code = report_failure(error, debug=debug)
             sys.stderr.flush()

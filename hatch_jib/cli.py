@@ -14,7 +14,13 @@ from hatch_jib import __version__
 from hatch_jib.build import build_project, check_project, load_build_config
 from hatch_jib.cache import BlobStore, default_cache_dir
 from hatch_jib.config import format_config
-from hatch_jib.console import EXIT_OK, debug_requested, report_failure, setup_console
+from hatch_jib.console import (
+    EXIT_OK,
+    debug_requested,
+    report_failure,
+    setup_console,
+    terminate_cleanly,
+)
 from hatch_jib.errors import ConfigError
 from hatch_jib.image.descriptor import human_size
 from hatch_jib.image.reference import parse_reference
@@ -168,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_console("plain" if getattr(args, "plain", False) else None, debug=debug)
     handler: Handler = args.handler
     try:
-        return handler(args, debug)
+        with terminate_cleanly():
+            return handler(args, debug)
     except (Exception, KeyboardInterrupt) as error:
         return report_failure(error, debug=debug)
 

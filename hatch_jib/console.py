@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -23,18 +24,22 @@ __all__ = [
     "EXIT_BUILD_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "PushProgress",
+    "Terminated",
     "console_mode",
     "debug_requested",
     "live_progress",
     "report_error",
     "report_failure",
     "setup_console",
+    "terminate_cleanly",
 ]
 
 # The exit codes every front end uses: `hatch-jib` and `hatch build -t jib` alike.
 EXIT_OK, EXIT_BUILD_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 _HANDLER_FLAG = "_hatch_jib_console"
 
@@ -91,6 +96,27 @@ def report_error(error: JibError, stream: TextIO | None = None) -> None:
     stream.flush()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled) arrived: unwind like Ctrl-C, so temp files are removed."""
+
+
+@contextlib.contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` in the main thread while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def debug_requested(environ: Mapping[str, str] | None = None) -> bool:
     """True when `JIB_DEBUG` is set to a true value (how `hatch build` users ask for it)."""
     value = (os.environ if environ is None else environ).get("JIB_DEBUG", "")
@@ -110,6 +136,9 @@ def report_failure(error: BaseException, *, debug: bool, stream: TextIO | None =
     if isinstance(error, JibError):
         report_error(error, stream)
         return error.exit_code
+    if isinstance(error, Terminated):
+        stream.write("error: terminated\n")
+        return EXIT_TERMINATED
     if isinstance(error, KeyboardInterrupt):
         stream.write("error: interrupted\n")
         return EXIT_INTERRUPTED

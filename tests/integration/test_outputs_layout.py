@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hatch_jib.cache import BlobStore
+from hatch_jib.console import Terminated, report_failure, terminate_cleanly
 from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
 from hatch_jib.image.image import Image, ImageLayer
 from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
@@ -177,3 +181,20 @@ def test_tar_loads_with_podman(store, tmp_path):
     assert "Loaded image" in output
     assert {name for item in listed for name in item.get("Names") or []} == set(REPO_TAGS)
     assert {item["Id"] for item in listed} == {image.config.digest.split(":")[1]}
+
+
+def test_sigterm_mid_tar_leaves_no_partial_file(store, tmp_path):
+    image = make_image(store, tmp_path, "amd64", "terminated\n")
+    dist = tmp_path / "dist"
+
+    def blob_path_then_sigterm(digest: str) -> Path:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return store.path(digest)
+
+    with pytest.raises(Terminated), terminate_cleanly():
+        write_image_tar(
+            image, dist / "app.image.tar", repo_tags=REPO_TAGS, blob_path=blob_path_then_sigterm
+        )
+
+    assert list(dist.iterdir()) == []
+    assert report_failure(Terminated(), debug=False, stream=io.StringIO()) == 143
