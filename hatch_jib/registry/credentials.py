@@ -122,12 +122,15 @@ def run_credential_helper(
     # Helpers report a miss on stdout or stderr with a non-zero exit.
     text = done.stdout.decode(errors="replace").strip()
     if done.returncode != 0:
-        message = text or done.stderr.decode(errors="replace").strip()
-        if "credentials not found" in message.lower():
+        errors = done.stderr.decode(errors="replace").strip()
+        if "credentials not found" in f"{text} {errors}".lower():
             return None
+        # Stdout is where a helper writes secrets, so only its stderr is ever shown.
+        said = f": {errors.splitlines()[0][:200]}" if errors else ""
         raise ConfigError(
-            f"Credential helper {program} failed for {server_url}: {message[:200]}",
-            hint="log in again with that helper, or set JIB_TO_AUTH_USERNAME/PASSWORD",
+            f"Credential helper {program} failed for {server_url} (exit {done.returncode}){said}",
+            hint="run it by hand (`echo SERVER | HELPER get`), log in again with it, or set "
+            "JIB_TO_AUTH_USERNAME/PASSWORD",
         )
     try:
         data = json.loads(text)

@@ -214,3 +214,20 @@ def test_nothing_configured_means_anonymous(tmp_path: Path, home: Path) -> None:
 
 def test_password_is_not_in_the_credential_repr() -> None:
     assert "hunter2" not in repr(Credential("me", "hunter2", source="x"))
+
+
+def test_failing_helper_shows_its_stderr_but_never_its_stdout(tmp_path: Path, home: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    helper = bin_dir / "docker-credential-failing"
+    helper.write_text(
+        "#!/bin/sh\necho 'token TOPSECRET-43 expired'\necho 'session expired' >&2\nexit 1\n"
+    )
+    helper.chmod(0o755)
+    env = environ_for(tmp_path, home, {"credHelpers": {"reg.example": "failing"}})
+
+    with pytest.raises(ConfigError) as caught:
+        find_credential("reg.example", environ=env)
+
+    assert "session expired" in str(caught.value) and "exit 1" in str(caught.value)
+    assert "TOPSECRET" not in str(caught.value)
