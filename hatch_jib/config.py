@@ -222,7 +222,19 @@ def load_config(
         config = _build(raw, project_root=project_root, placeholders=placeholders, sources=sources)
     except ConfigError as error:
         raise _with_source(error, sources) from error.__cause__
-    return dataclasses.replace(config, warnings=tuple(unknown_variables(environ)))
+    warnings = unknown_variables(environ) + _outside_project(config, project_root)
+    return dataclasses.replace(config, warnings=tuple(warnings))
+
+
+def _outside_project(config: JibConfig, project_root: Path) -> list[str]:
+    """Extra directories from outside the project end up in the image: say so."""
+    root = project_root.resolve()
+    return [
+        f"`tool.jib.extra-directories[{index}].from` is {item.source.resolve()}, outside the "
+        f"project: its files go into the image"
+        for index, item in enumerate(config.extra_directories)
+        if not item.source.resolve().is_relative_to(root)
+    ]
 
 
 # JIB_ variables that are not config keys but are ours all the same.

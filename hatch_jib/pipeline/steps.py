@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -306,14 +307,20 @@ def _sniff_media_type(raw: bytes) -> str:
     return MediaType.OCI_MANIFEST
 
 
+_DOWNLOADS = threading.Lock()
+
+
 def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
     """Download every base layer into the cache (skipping cached ones), in parallel."""
     digests = [layer.digest for layer in base.manifest.layers]
-    missing = [digest for digest in digests if store.verified_path(digest) is None]
-    if missing:
-        log.info("Downloading %d of %d base layers", len(missing), len(digests))
-    with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="jib-pull") as pool:
-        list(pool.map(lambda digest: fetch_base_blob(base, digest, store), missing))
+
+    # Target detection and a tar prefetch may both ask: the second waits and finds them cached.
+    with _DOWNLOADS:
+        missing = [digest for digest in digests if store.verified_path(digest) is None]
+        if missing:
+            log.info("Downloading %d of %d base layers", len(missing), len(digests))
+        with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="jib-pull") as pool:
+            list(pool.map(lambda digest: fetch_base_blob(base, digest, store), missing))
 
     # The digest proves the bytes; the size must agree too, or our manifest would lie.
     for layer in base.manifest.layers:

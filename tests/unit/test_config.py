@@ -251,3 +251,16 @@ def test_target_with_a_digest_is_refused():
 
     with pytest.raises(ConfigError, match="names a digest"):
         load_config(table, project_root=ROOT, environ={})
+
+
+def test_extra_directory_from_outside_the_project_is_warned_about(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    table = {**BASE, "extra-directories": [{"from": "../elsewhere", "into": "/data"}]}
+
+    config = load_config(table, project_root=project, environ={})
+
+    assert len(config.warnings) == 1
+    assert "extra-directories[0].from" in config.warnings[0]
+    assert "outside the project" in config.warnings[0]
