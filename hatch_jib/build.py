@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,16 +81,18 @@ _ENTRY_POINT = re.compile(r"[\w.]+(?:\s*:\s*[\w.]+)?(?:\s*\[[\w\s,.-]*\])?\s*")
 
 
 def check_writable(directory: Path, what: str, key: str) -> None:
-    """Create `directory` and prove a file can be written there, before any work is done."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".jib-probe-"):
-            pass
-    except OSError as error:
-        raise ConfigError(
-            f"Cannot write the {what} {directory}: {error.strerror or error}",
-            hint=f"make it writable, or choose another one with {key}",
-        ) from error
+    """Fail now if `directory` could not be created or written, without creating it."""
+    # The first existing path up the tree decides: it must be a directory we may write in.
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return
+    reason = "is not a directory" if not existing.is_dir() else "is not writable"
+    raise ConfigError(
+        f"Cannot write the {what} {directory}: {existing} {reason}",
+        hint=f"make it writable, or choose another one with {key}",
+    )
 
 
 def build_project(

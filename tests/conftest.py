@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         suite = item.path.relative_to(TESTS_DIR).parts[0]
         if suite in _SUITE_MARKERS:
             item.add_marker(getattr(pytest.mark, _SUITE_MARKERS[suite]))
+
+
+@pytest.fixture(autouse=True)
+def _restore_jib_logger() -> Iterator[None]:
+    """In-process builds set up the console; put the logger back for the tests after them."""
+    logger = logging.getLogger("hatch_jib")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -20,16 +19,6 @@ from tests.support.registry import running_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "fixtures" / "projects"
-
-
-@pytest.fixture(autouse=True)
-def _restore_jib_logger():
-    """In-process builds set up the console; put the logger back for the tests after us."""
-    logger = logging.getLogger("hatch_jib")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    yield
-    logger.handlers[:] = saved[0]
-    logger.propagate, logger.level = saved[1], saved[2]
 
 
 def project_copy(tmp_path: Path, name: str = "hello-cli", where: str = "project") -> Path:
