@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 from hatch_jib.image.descriptor import Descriptor, sha256_digest
 from hatch_jib.image.platform import Platform
 
-__all__ = ["BlobSource", "BuiltImage", "Image", "ImageIndex", "ImageLayer"]
+__all__ = ["BuiltImage", "Image", "ImageIndex", "ImageLayer"]
 
 
 @dataclass(frozen=True)
@@ -74,9 +72,3 @@ class ImageIndex:
 
 # What a build produces and every output accepts: one image, or an index over several.
 BuiltImage = Image | ImageIndex
-
-
-class BlobSource(Protocol):
-    """Gives the bytes of a layer blob as a verified local file, fetching it if needed."""
-
-    def blob_path(self, digest: str) -> Path: ...

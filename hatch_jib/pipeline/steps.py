@@ -154,8 +154,7 @@ def pull_base_image(
             "Base image %s is not pinned by digest: builds may change when the tag moves", reference
         )
     pulled = _get_manifest(client, reference, reference.identifier, store, offline)
-    with _malformed(reference, "manifest"):
-        media_type = pulled.media_type or _sniff_media_type(pulled.data)
+    media_type = pulled.media_type
 
     # Pick the platform from an index or manifest list.
     if media_type in MediaType.INDEXES:
@@ -169,8 +168,7 @@ def pull_base_image(
                 hint="set `tool.jib.from.platforms` to one it has, or choose another base",
             )
         pulled = _get_manifest(client, reference, chosen.digest, store, offline)
-        with _malformed(reference, "manifest"):
-            media_type = pulled.media_type or _sniff_media_type(pulled.data)
+        media_type = pulled.media_type
     if media_type not in MediaType.MANIFESTS:
         raise BuildError(
             f"Base image {reference} has an unsupported manifest type {media_type!r}",
@@ -298,13 +296,6 @@ def offline_blob_missing(
 def fetch_base_blob(base: BaseImage, digest: str, store: BlobStore) -> Path:
     """One base layer or config blob, verified, downloading it only when the cache lacks it."""
     return _fetch_blob(base.client, base.reference, digest, store, base.offline, what="layer")
-
-
-def _sniff_media_type(raw: bytes) -> str:
-    data = json.loads(raw)
-    if "manifests" in data:
-        return MediaType.OCI_INDEX
-    return MediaType.OCI_MANIFEST
 
 
 _DOWNLOADS = threading.Lock()

@@ -678,6 +678,9 @@ def _media_type(content_type: str, data: bytes) -> str:
         if document.get("schemaVersion") == 1:
             signed = "signatures" in document
             named = MediaType.DOCKER_SCHEMA1_SIGNED if signed else MediaType.DOCKER_SCHEMA1
+        elif not named:
+            # OCI documents may leave `mediaType` out; their shape still says what they are.
+            named = MediaType.OCI_INDEX if "manifests" in document else MediaType.OCI_MANIFEST
     except (ValueError, AttributeError):
         named = None
     return str(named) if named else media_type

@@ -115,3 +115,26 @@ def test_layer_size_that_disagrees_with_the_bytes_is_refused(tmp_path, size):
         _pull(fake.host, BlobStore(tmp_path / "cache"))
 
     assert "hostile/base:1" in str(caught.value)
+
+
+def test_manifest_without_media_type_or_content_type_is_read_by_its_shape(tmp_path):
+    config = json.dumps(GOOD_CONFIG).encode()
+    bare = json.loads(_manifest(config))
+    del bare["mediaType"]
+    blobs = {sha256_digest(config): config, sha256_digest(LAYER): LAYER}
+
+    def script(seen):
+        if seen.path == "/v2/":
+            return 200, {}, b"{}"
+        if "/manifests/" in seen.path:
+            return 200, {"Content-Type": "application/json"}, json.dumps(bare).encode()
+        return 200, {}, blobs[seen.path.rsplit("/", 1)[-1]]
+
+    with fake_registry(script) as fake:
+        client = RegistryClient(
+            fake.host, "hostile/base", credential=None, options=TransportOptions(max_retries=0)
+        )
+        with client:
+            pulled = client.get_manifest("1")
+
+    assert pulled.media_type == MediaType.OCI_MANIFEST
