@@ -24,6 +24,7 @@ __all__ = [
     "PrunedBlob",
     "cache_in_use",
     "default_cache_dir",
+    "file_digest",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class BlobStore:
             return None
         if digest in self._verified:
             return path
-        actual = _hash_file(path)
+        actual = file_digest(path)
         if actual != digest:
             log.warning(
                 "cache: evicting corrupt blob %s (its content hashes to %s)", digest, actual
@@ -318,7 +319,8 @@ def _remove_old_files(directory: Path, *, cutoff: float) -> None:
                 path.unlink()
 
 
-def _hash_file(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """The `sha256:` digest of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from hatch_jib.cache import BlobStore
+from hatch_jib.cache import BlobStore, file_digest
 from hatch_jib.config import Auth, JibConfig
 from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.image.config import ContainerSettings, build_image_config
@@ -502,7 +501,7 @@ def _project_layers(
     A changed wheel whose resources are unchanged writes and tars only its code: the
     resources are hashed from the wheel, and their layer is found by that content.
     """
-    key = setup.key("project", [(wheel.name, _file_digest(wheel))])
+    key = setup.key("project", [(wheel.name, file_digest(wheel))])
     reused = _reuse_layers(store, key)
     if reused is not None:
         return reused
@@ -556,7 +555,7 @@ def _wheel_identity(wheel: ResolvedWheel) -> str:
     """What pins a wheel's bytes: a local file's own digest, else the index's hash or URL."""
     if wheel.url.startswith("file:"):
         # A local wheel may be rebuilt in place with new content under the same name.
-        return _file_digest(Path(url2pathname(urlsplit(wheel.url).path)))
+        return file_digest(Path(url2pathname(urlsplit(wheel.url).path)))
     return wheel.sha256 or wheel.url
 
 
@@ -584,14 +583,6 @@ def _remember(store: BlobStore, key: str, layers: Sequence[BuiltLayer]) -> None:
         {"name": x.name, "digest": x.digest, "diff_id": x.diff_id, "size": x.size} for x in layers
     ]
     store.write_record("installed-layers", key, {"layers": items})
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
 
 
 def _resolve_dependencies(
