@@ -4,6 +4,10 @@ Run as root from the repository root, after `scripts/setup`:
 
     python benchmarks/run.py                 # everything (downloads numpy, pandas, pyarrow)
     python benchmarks/run.py --quick         # no heavy dependencies, layers up to 100 MB
+    python benchmarks/run.py --only push     # one group of cases (repeatable flag)
+
+Each case runs `--repeat` times (default 3), ours and the peer alternating, and the table
+shows the median of each, so one slow moment on a noisy machine does not set a ratio.
 
 Every build is `python -m hatch_jib build` in a child process, so wall time and peak memory
 (the child's max RSS) are what a user would see. Bytes uploaded are what the registry stores
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 
 HEAVY_DEPENDENCIES = ["numpy", "pandas", "pyarrow"]
 MANY_FILES = 10_000
+GROUPS = ("incremental", "push", "layer", "buildah", "memory")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,11 @@ def measure(command: Sequence[str], *, env: dict[str, str] | None = None, shell=
             sys.stderr.write(output.read().decode(errors="replace")[-4000:])
             raise SystemExit(f"benchmark step failed: {command}")
     return Run(seconds, usage.ru_maxrss / 1024)
+
+
+def median(runs: Sequence[Run]) -> Run:
+    """The run of median wall time (the upper one of an even count)."""
+    return sorted(runs, key=lambda run: run.seconds)[len(runs) // 2]
 
 
 def stored_bytes(registry: RunningRegistry) -> int:
@@ -123,19 +133,32 @@ def change_code(project: Path) -> None:
 # Cases --------------------------------------------------------------------------------------
 
 
-def incremental_rows(
-    label: str, project: Path, work: Path, registry: RunningRegistry, base: str
-) -> list[Row]:
-    """Cold build (fresh cache), no-op rebuild, code-only rebuild: one project, one target."""
-    cache = work / f"cache-{label}"
-    target = ["--to", f"{registry.host}/bench/{label}"]
-    before = stored_bytes(registry)
-    cold = pushed(jib_build(project, cache, base, *target), registry, before)
-    before = stored_bytes(registry)
-    noop = pushed(jib_build(project, cache, base, *target), registry, before)
-    change_code(project)
-    before = stored_bytes(registry)
-    code = pushed(jib_build(project, cache, base, *target), registry, before)
+def incremental_rows(label: str, project: Path, work: Path, repeat: int) -> list[Row]:
+    """Cold build (fresh cache), no-op rebuild, code-only rebuild: one project, one target.
+
+    Each repetition has its own empty registry (holding only the base image), its own fresh
+    cache and its own copy of the project.
+    """
+    from tests.support.base_image import push_base_image
+    from tests.support.registry import running_registry
+
+    colds, noops, codes = [], [], []
+    for attempt in range(repeat):
+        run_dir = work / f"incremental-{label}-{attempt}"
+        copy = shutil.copytree(project, run_dir / project.name)
+        with running_registry(run_dir / "registry", "open") as registry:
+            base = push_base_image(registry.host)
+            cache = run_dir / "cache"
+            target = ["--to", f"{registry.host}/bench/{label}"]
+            before = stored_bytes(registry)
+            colds.append(pushed(jib_build(copy, cache, base, *target), registry, before))
+            before = stored_bytes(registry)
+            noops.append(pushed(jib_build(copy, cache, base, *target), registry, before))
+            change_code(copy)
+            before = stored_bytes(registry)
+            codes.append(pushed(jib_build(copy, cache, base, *target), registry, before))
+        shutil.rmtree(run_dir)
+    cold, noop, code = median(colds), median(noops), median(codes)
     return [
         Row(f"{label}: cold build", cold),
         Row(f"{label}: no-op rebuild", noop, "cold build", cold, "<= 0.35"),
@@ -143,7 +166,7 @@ def incremental_rows(
     ]
 
 
-def push_rows(label: str, project: Path, work: Path, base: str) -> list[Row]:
+def push_rows(label: str, project: Path, work: Path, base: str, repeat: int) -> list[Row]:
     """Ours pushing a built image into an empty registry, against skopeo from an OCI layout."""
     from tests.support.registry import running_registry
 
@@ -154,25 +177,40 @@ def push_rows(label: str, project: Path, work: Path, base: str) -> list[Row]:
     archive = next((work / f"tar-{label}").glob("*.image.tar"))
     subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
 
-    with running_registry(work / f"empty-ours-{label}", "open") as ours_registry:
-        target = ["--to", f"{ours_registry.host}/bench/{label}"]
-        ours = pushed(jib_build(project, cache, base, *target), ours_registry, 0)
-    with running_registry(work / f"empty-engine-{label}", "open") as engine_registry:
-        target_ref = f"{engine_registry.host}/bench/{label}"
-        engine = pushed(
-            measure([sys.executable, __file__, "push-layout", str(layout), target_ref]),
-            engine_registry,
-            0,
+    def into_empty_registry(name: str, command: Callable[[str], Sequence[str] | Run]) -> Run:
+        with running_registry(work / f"empty-{name}", "open") as registry:
+            made = command(f"{registry.host}/bench/{label}")
+            run = made if isinstance(made, Run) else measure(made)
+            run = pushed(run, registry, 0)
+        shutil.rmtree(work / f"empty-{name}")
+        return run
+
+    builds, engines, copies = [], [], []
+    for attempt in range(repeat):
+        builds.append(
+            into_empty_registry(
+                f"ours-{label}-{attempt}", lambda ref: jib_build(project, cache, base, "--to", ref)
+            )
         )
-    with running_registry(work / f"empty-skopeo-{label}", "open") as their_registry:
-        copy = [
-            "skopeo",
-            "copy",
-            "--dest-tls-verify=false",
-            f"oci:{layout}:latest",
-            f"docker://{their_registry.host}/bench/{label}:1.0",
-        ]
-        theirs = pushed(measure(copy), their_registry, 0)
+        engines.append(
+            into_empty_registry(
+                f"engine-{label}-{attempt}",
+                lambda ref: [sys.executable, __file__, "push-layout", str(layout), ref],
+            )
+        )
+        copies.append(
+            into_empty_registry(
+                f"skopeo-{label}-{attempt}",
+                lambda ref: [
+                    "skopeo",
+                    "copy",
+                    "--dest-tls-verify=false",
+                    f"oci:{layout}:latest",
+                    f"docker://{ref}:1.0",
+                ],
+            )
+        )
+    ours, engine, theirs = median(builds), median(engines), median(copies)
     return [
         Row(f"{label}: build + push, warm cache, empty registry", ours, "skopeo copy", theirs),
         Row(f"{label}: push alone, empty registry", engine, "skopeo copy", theirs, "<= 1.2"),
@@ -186,13 +224,22 @@ def layer_tree_from(cache: Path, digest: str, destination: Path) -> Path:
     return destination
 
 
-def layer_row(label: str, tree: Path, work: Path) -> Row:
+def layer_row(label: str, tree: Path, work: Path, repeat: int) -> Row:
     """Our layer writer on `tree` against `tar | gzip -6 | sha256sum` of the same tree."""
-    store = work / f"layer-store-{label}"
-    ours = measure([sys.executable, __file__, "write-layer", str(tree), str(store)])
     pipeline = f"tar --sort=name -C {tree} -cf - . | gzip -6 | sha256sum"
-    theirs = measure(["bash", "-o", "pipefail", "-c", pipeline])
-    return Row(f"{label}: write one layer", ours, "tar \\| gzip -6 \\| sha256sum", theirs, "<= 1.0")
+    ours, theirs = [], []
+    for attempt in range(repeat):
+        store = work / f"layer-store-{label}-{attempt}"
+        ours.append(measure([sys.executable, __file__, "write-layer", str(tree), str(store)]))
+        shutil.rmtree(store)
+        theirs.append(measure(["bash", "-o", "pipefail", "-c", pipeline]))
+    return Row(
+        f"{label}: write one layer",
+        median(ours),
+        "tar \\| gzip -6 \\| sha256sum",
+        median(theirs),
+        "<= 1.0",
+    )
 
 
 def buildah_row(label: str, project: Path, work: Path, registry: RunningRegistry, base: str) -> Row:
@@ -218,7 +265,7 @@ def buildah_row(label: str, project: Path, work: Path, registry: RunningRegistry
     return Row(f"{label}: cold build and push", cold, "uv --target + buildah bud + push", theirs)
 
 
-def memory_rows(sizes_mb: Sequence[int], work: Path) -> list[Row]:
+def memory_rows(sizes_mb: Sequence[int], work: Path, repeat: int) -> list[Row]:
     """Peak memory of the layer writer as one file grows: it must stay flat."""
     rows = []
     for size in sizes_mb:
@@ -227,9 +274,8 @@ def memory_rows(sizes_mb: Sequence[int], work: Path) -> list[Row]:
         with open(tree / "blob.bin", "wb") as handle:
             for _ in range(size):
                 handle.write(os.urandom(1 << 20))
-        rows.append(layer_row(f"{size}-MB", tree, work))
+        rows.append(layer_row(f"{size}-MB", tree, work, repeat))
         shutil.rmtree(tree)
-        shutil.rmtree(work / f"layer-store-{size}-MB", ignore_errors=True)
     return rows
 
 
@@ -337,6 +383,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip heavy deps and 1 GB layers")
     parser.add_argument("--no-buildah", action="store_true", help="skip the buildah comparison")
+    parser.add_argument(
+        "--only", action="append", choices=GROUPS, help="run only this group of cases"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (median shown)")
     parser.add_argument("mode", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode[:1] == ["write-layer"]:
@@ -345,6 +395,10 @@ def main() -> None:
     if args.mode[:1] == ["push-layout"]:
         push_layout(Path(args.mode[1]), args.mode[2])
         return
+    groups = set(args.only or GROUPS)
+    if args.no_buildah:
+        groups.discard("buildah")
+    repeat = max(1, args.repeat)
 
     # Imported here, not at the top, so the measured child modes pay only for hatch-jib.
     from tests.support.base_image import push_base_image
@@ -359,15 +413,18 @@ def main() -> None:
         pyproject = projects["small"] / "pyproject.toml"
         pyproject.write_text(pyproject.read_text().replace(', "hatch-jib"]', "]"))
         projects["many-files"] = write_project(work, "many-files", ["click"], MANY_FILES)
-        if not args.quick:
+        if not args.quick and groups & {"incremental", "push", "layer", "buildah"}:
             projects["heavy"] = write_project(work, "heavy", HEAVY_DEPENDENCIES)
 
-        for label, project in projects.items():
-            rows += incremental_rows(label, project, work, registry, base)
-        for label, project in projects.items():
-            rows += push_rows(label, project, work, base)
-        rows.append(layer_row("many-files tree", projects["many-files"], work))
-        if "heavy" in projects:
+        if "incremental" in groups:
+            for label, project in projects.items():
+                rows += incremental_rows(label, project, work, repeat)
+        if "push" in groups:
+            for label, project in projects.items():
+                rows += push_rows(label, project, work, base, repeat)
+        if "layer" in groups:
+            rows.append(layer_row("many-files tree", projects["many-files"], work, repeat))
+        if "layer" in groups and "heavy" in projects:
             tree = work / "heavy-site-packages"
             subprocess.run(
                 [
@@ -389,11 +446,12 @@ def main() -> None:
                 ],
                 check=True,
             )
-            rows.append(layer_row("heavy site-packages tree", tree, work))
-        if not args.no_buildah:
+            rows.append(layer_row("heavy site-packages tree", tree, work, repeat))
+        if "buildah" in groups:
             for label, project in projects.items():
                 rows.append(buildah_row(label, project, work, registry, base))
-        rows += memory_rows([10, 100] if args.quick else [10, 100, 1000], work)
+        if "memory" in groups:
+            rows += memory_rows([10, 100] if args.quick else [10, 100, 1000], work, repeat)
 
     print(f"Machine: {machine()}\n")
     print(table(rows))

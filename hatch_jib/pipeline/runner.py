@@ -27,6 +27,7 @@ from hatch_jib.pipeline import steps
 from hatch_jib.project import Project
 from hatch_jib.python.target import PythonOverrides
 from hatch_jib.registry.client import RegistryClient
+from hatch_jib.registry.transport import TransportOptions
 
 __all__ = ["OUTPUTS", "BuildPlan", "BuildResult", "LayerReport", "PlatformReport", "run_build"]
 
@@ -99,12 +100,14 @@ def run_build(plan: BuildPlan, previous: BuildResult | None = None) -> BuildResu
 
     # Find the daemon before any work, so a missing one fails fast and leaves nothing behind.
     daemon = find_daemon() if "docker" in plan.outputs else None
+    # One set of options for every client, so what one learns about a host the others reuse.
+    options = steps.transport_options(config)
 
     with contextlib.ExitStack() as stack:
         # Jib's first step: log in to the target, so refused credentials fail before the build.
         push_client = None
         if "registry" in plan.outputs:
-            push_client = stack.enter_context(_connect_target(plan))
+            push_client = stack.enter_context(_connect_target(plan, options))
             push_client.authenticate()
 
         if previous is not None and previous.built is not None:
@@ -113,8 +116,8 @@ def run_build(plan: BuildPlan, previous: BuildResult | None = None) -> BuildResu
                 "Reusing the image built for %s", ", ".join(previous.outputs) or "the last output"
             )
         else:
-            built = _build_images(plan, store)
-        blobs = _BaseBlobs(store, config)
+            built = _build_images(plan, store, options)
+        blobs = _BaseBlobs(store, config, options)
         stack.callback(blobs.close)
         return _write_outputs(plan, built, blobs, daemon, previous, push_client)
 
@@ -144,7 +147,7 @@ def _check_outputs(plan: BuildPlan) -> None:
         )
 
 
-def _build_images(plan: BuildPlan, store: BlobStore) -> BuiltImage:
+def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) -> BuiltImage:
     """One image per platform; several become an index in the format of the first.
 
     The project's wheel needs nothing from the base, so it is built while the bases are
@@ -161,7 +164,7 @@ def _build_images(plan: BuildPlan, store: BlobStore) -> BuiltImage:
             steps.connect(
                 base_ref,
                 auth=config.from_.auth,
-                options=steps.transport_options(config),
+                options=options,
                 cred_helper=config.from_.cred_helper,
             )
         )
@@ -258,9 +261,10 @@ class _BaseBlobs:
     (a registry target that already holds, or can mount, a base layer needs none).
     """
 
-    def __init__(self, store: BlobStore, config: JibConfig) -> None:
+    def __init__(self, store: BlobStore, config: JibConfig, options: TransportOptions) -> None:
         self._store = store
         self._config = config
+        self._options = options
         self._client: RegistryClient | None = None
         self._lock = threading.Lock()
 
@@ -279,7 +283,7 @@ class _BaseBlobs:
                 self._client = steps.connect(
                     base.image,
                     auth=base.auth,
-                    options=steps.transport_options(self._config),
+                    options=self._options,
                     cred_helper=base.cred_helper,
                 )
             return self._client
@@ -358,7 +362,7 @@ def _mount_source(plan: BuildPlan) -> str | None:
     return base.repository if target and base.registry == target.registry else None
 
 
-def _connect_target(plan: BuildPlan) -> RegistryClient:
+def _connect_target(plan: BuildPlan, options: TransportOptions) -> RegistryClient:
     config = plan.config
     target = config.to.image
     assert target is not None  # _check_outputs made sure
@@ -366,7 +370,7 @@ def _connect_target(plan: BuildPlan) -> RegistryClient:
     return steps.connect(
         target,
         auth=config.to.auth,
-        options=steps.transport_options(config),
+        options=options,
         cred_helper=config.to.cred_helper,
         push=True,
         mount_from=[mount_from] if mount_from else [],

@@ -16,8 +16,9 @@ import random
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 from urllib.parse import urljoin, urlsplit
 
@@ -27,6 +28,7 @@ from hatch_jib.errors import ConfigError, RegistryError
 
 __all__ = [
     "Body",
+    "HostFacts",
     "Transport",
     "TransportOptions",
     "is_loopback",
@@ -52,9 +54,26 @@ _INSECURE_HINT = (
 )
 
 
+class HostFacts:
+    """What probing a host found (its scheme, and whether TLS is used unverified), kept for
+    the other clients of the same build so each host is probed once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._found: dict[str, tuple[str, bool]] = {}
+
+    def get(self, host: str) -> tuple[str, bool] | None:
+        with self._lock:
+            return self._found.get(host.lower())
+
+    def put(self, host: str, scheme: str, verify_tls: bool) -> None:
+        with self._lock:
+            self._found[host.lower()] = (scheme, verify_tls)
+
+
 @dataclass(frozen=True)
 class TransportOptions:
-    """How to reach registries; shared by every client in a build."""
+    """How to reach registries; one instance is shared by every client in a build."""
 
     insecure_hosts: frozenset[str] = frozenset()  # plain HTTP allowed; loopback always allowed
     send_credentials_over_http: bool = False
@@ -63,6 +82,7 @@ class TransportOptions:
     max_retries: int = 4
     # Bytes per PATCH; None uploads with one PUT unless the blob is very large.
     upload_chunk_size: int | None = None
+    hosts: HostFacts = field(default_factory=HostFacts, compare=False, repr=False)
 
 
 def is_loopback(host: str) -> bool:
@@ -122,6 +142,9 @@ class Transport:
         self._verify_tls = True
         self._client = self._new_client(verify=True)
         self._unverified: httpx.Client | None = None
+        known = options.hosts.get(registry)
+        if known is not None:
+            self._scheme, self._verify_tls = known
 
     # -- scheme --------------------------------------------------------------------------
 
@@ -145,17 +168,18 @@ class Transport:
             return True
         return is_loopback(host)
 
-    # TODO(#3): share what a host speaks between the base and target clients of one build;
-    # each Transport probes `/v2/` once today, so a same-registry build probes twice.
     def _settle_scheme(self) -> str:
         with self._lock:
             if self._scheme is None:
                 self._scheme = self._probe_scheme()
+                self.options.hosts.put(self.registry, self._scheme, self._verify_tls)
             return self._scheme
 
     def _probe_scheme(self) -> str:
         """Try HTTPS on `/v2/`; fall back to HTTP only where allowed and only if TLS failed."""
         url = f"https://{self.registry}/v2/"
+        if self.plain_http_allowed and not self._speaks_tls(url):
+            return self._plain_http()
         try:
             self._client.get(url).close()
             return "https"
@@ -174,7 +198,22 @@ class Transport:
             if _is_cert_error(error) or not self.plain_http_allowed:
                 raise self._unreachable(error, url) from error
             log.debug("%s: HTTPS failed (%s); trying plain HTTP", self.registry, error)
+        return self._plain_http()
 
+    def _speaks_tls(self, url: str) -> bool:
+        """Whether the host completes a TLS handshake at all, asked without loading a trust
+        store: a plain-HTTP loopback registry then never pays for one. Nothing secret is
+        sent, and a host that does speak TLS is probed again with verification."""
+        try:
+            self._unverified_client().get(url).close()
+            return True
+        except httpx.TimeoutException as error:
+            raise self._unreachable(error, url) from error
+        except httpx.ConnectError as error:
+            log.debug("%s: no TLS handshake (%s)", self.registry, error)
+            return False
+
+    def _plain_http(self) -> str:
         if not is_loopback(self.registry):
             log.warning("%s: using plain HTTP (allow-insecure-registries)", self.registry)
         return "http"
@@ -297,12 +336,17 @@ class Transport:
     # -- clients -------------------------------------------------------------------------
 
     def _new_client(self, *, verify: bool) -> httpx.Client:
-        ssl_context: ssl.SSLContext | bool = tls_context(self.options.ca_file) if verify else False
+        timeout = httpx.Timeout(self.options.timeout)
+        ca_file = self.options.ca_file
+        # Loading the trust store takes about 0.1 s, which plain HTTP never needs: without
+        # proxies (httpx skips them for a custom transport) it waits for the first HTTPS
+        # request. A configured CA file is still read now, so a bad one fails at once.
+        if verify and not ca_file and not urllib.request.getproxies():
+            transport = _LazyTLSTransport(lambda: httpx.HTTPTransport(verify=tls_context(None)))
+            return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
+        ssl_context: ssl.SSLContext | bool = tls_context(ca_file) if verify else False
         return httpx.Client(
-            verify=ssl_context,
-            timeout=httpx.Timeout(self.options.timeout),
-            follow_redirects=False,
-            trust_env=True,
+            verify=ssl_context, timeout=timeout, follow_redirects=False, trust_env=True
         )
 
     def _unverified_client(self) -> httpx.Client:
@@ -314,6 +358,30 @@ class Transport:
         self._client.close()
         if self._unverified is not None:
             self._unverified.close()
+
+
+class _LazyTLSTransport(httpx.BaseTransport):
+    """Plain HTTP straight away; HTTPS through a verifying transport made on first use."""
+
+    def __init__(self, make_https: Callable[[], httpx.BaseTransport]) -> None:
+        # The plain transport never performs a handshake, so it needs no trust store.
+        self._plain = httpx.HTTPTransport(verify=False)
+        self._make_https = make_https
+        self._https: httpx.BaseTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "https":
+            return self._plain.handle_request(request)
+        with self._lock:
+            if self._https is None:
+                self._https = self._make_https()
+        return self._https.handle_request(request)
+
+    def close(self) -> None:
+        self._plain.close()
+        if self._https is not None:
+            self._https.close()
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:

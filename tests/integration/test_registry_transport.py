@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import pytest
 
 from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import MediaType, sha256_digest
-from hatch_jib.registry import Credential, RegistryClient, TransportOptions
+from hatch_jib.registry import Credential, RegistryClient, TransportOptions, transport
+from hatch_jib.registry.transport import Transport
 from tests.support.fake_registry import ConnectProxy, Reply, Seen, fake_registry
 from tests.support.registry import running_registry
 
@@ -108,11 +111,12 @@ def proxy() -> Iterator[ConnectProxy]:
     started.stop()
 
 
+@pytest.mark.parametrize("trust", ["ca-file", "ssl-cert-file"])
 @pytest.mark.parametrize("bypass", [False, True], ids=["https-proxy", "no-proxy"])
 def test_https_proxy_is_used_unless_no_proxy_names_the_host(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy, bypass: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy, bypass: bool, trust: str
 ) -> None:
-    blob = b"through the proxy"
+    blob = b"through the proxy" * 4096
     path = tmp_path / "blob"
     path.write_bytes(blob)
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
@@ -124,13 +128,19 @@ def test_https_proxy_is_used_unless_no_proxy_names_the_host(
 
     with running_registry(tmp_path / "reg", "tls") as registry:
         assert registry.ca_file is not None
-        options = TransportOptions(ca_file=str(registry.ca_file), timeout=10.0, max_retries=0)
+        # Without a CA file the trust store is loaded lazily, which must not skip the proxy.
+        ca_file = str(registry.ca_file) if trust == "ca-file" else None
+        if ca_file is None:
+            monkeypatch.setenv("SSL_CERT_FILE", str(registry.ca_file))
+        options = TransportOptions(ca_file=ca_file, timeout=10.0, max_retries=0)
         with RegistryClient(registry.host, "team/proxy", credential=None, options=options) as c:
             c.upload_blob(sha256_digest(blob), len(blob), path)
             size = c.blob_exists(sha256_digest(blob))
 
     assert size == len(blob)
     assert proxy.targets == ([] if bypass else [registry.host] * len(proxy.targets))
+    # The upload itself went through the tunnel, not only the first probe.
+    assert proxy.bytes_up >= (0 if bypass else len(blob))
     assert bypass or proxy.targets
 
 
@@ -161,3 +171,51 @@ def test_no_secret_reaches_the_debug_log_with_tokens_and_identity_tokens(
     assert "Bearer ***" in caplog.text
     for secret in [*secrets, *(t.split(" ", 1)[1] for t in tokens if t)]:
         assert secret not in caplog.text
+
+
+def test_a_plain_http_loopback_registry_never_loads_a_trust_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[str | None] = []
+    real = transport.tls_context
+
+    def counting(ca_file: str | None) -> ssl.SSLContext:
+        loaded.append(ca_file)
+        return real(ca_file)
+
+    monkeypatch.setattr(transport, "tls_context", counting)
+    blob = b"no trust store needed"
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+    with running_registry(tmp_path / "reg", "open") as registry:
+        options = TransportOptions(timeout=10.0, max_retries=0)
+        with RegistryClient(registry.host, "team/app", credential=None, options=options) as c:
+            c.upload_blob(sha256_digest(blob), len(blob), path)
+            assert c.blob_exists(sha256_digest(blob)) == len(blob)
+            assert c.transport.scheme == "http"
+    assert loaded == []
+
+    # A TLS registry on loopback still gets one, and is verified with it.
+    with running_registry(tmp_path / "tls", "tls") as registry:
+        assert registry.ca_file is not None
+        monkeypatch.setenv("SSL_CERT_FILE", str(registry.ca_file))
+        with closing(Transport(registry.host, TransportOptions(timeout=10.0, max_retries=0))) as t:
+            assert t.scheme == "https"
+    assert loaded == [None]
+
+
+def test_clients_sharing_options_probe_a_host_once(tmp_path: Path) -> None:
+    with running_registry(tmp_path / "reg", "tls") as registry:
+        assert registry.ca_file is not None
+        ca_file = str(registry.ca_file)
+        options = TransportOptions(ca_file=ca_file, timeout=5.0, max_retries=0)
+        with closing(Transport(registry.host, options)) as first:
+            assert first.scheme == "https"
+
+    # The registry is gone: a new probe finds no TLS on loopback and settles on plain HTTP,
+    # so only a client that reuses the first one's finding still says HTTPS.
+    with closing(Transport(registry.host, options)) as shared:
+        assert shared.scheme == "https"
+    fresh_options = TransportOptions(ca_file=ca_file, timeout=5.0, max_retries=0)
+    with closing(Transport(registry.host, fresh_options)) as fresh:
+        assert fresh.scheme == "http"

@@ -154,9 +154,11 @@ def _handler_for(fake: FakeRegistry) -> type[BaseHTTPRequestHandler]:
 
 @dataclass
 class ConnectProxy:
-    """A forward proxy on 127.0.0.1 that tunnels CONNECT; `targets` records each one."""
+    """A forward proxy on 127.0.0.1 that tunnels CONNECT; `targets` records each one and
+    `bytes_up` counts what clients sent through the tunnels."""
 
     targets: list[str] = field(default_factory=list)
+    bytes_up: int = 0
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -177,13 +179,17 @@ class ConnectProxy:
                 upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
                 self.send_response(200, "Connection established")
                 self.end_headers()
-                _pipe(self.connection, upstream)
+                _pipe(self.connection, upstream, proxy._count_up)
                 self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
+
+    def _count_up(self, size: int) -> None:
+        with _COUNT_LOCK:
+            self.bytes_up += size
 
     def stop(self) -> None:
         if self.server is not None:
@@ -192,8 +198,11 @@ class ConnectProxy:
             self.server = None
 
 
-def _pipe(client: socket.socket, upstream: socket.socket) -> None:
-    """Copy bytes both ways until either side closes."""
+_COUNT_LOCK = threading.Lock()
+
+
+def _pipe(client: socket.socket, upstream: socket.socket, count_up: Callable[[int], None]) -> None:
+    """Copy bytes both ways until either side closes, counting those sent upstream."""
     sockets = [client, upstream]
     with upstream:
         while True:
@@ -204,4 +213,6 @@ def _pipe(client: socket.socket, upstream: socket.socket) -> None:
                 data = sock.recv(65536)
                 if not data:
                     return
+                if sock is client:
+                    count_up(len(data))
                 (upstream if sock is client else client).sendall(data)
