@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -117,13 +118,15 @@ def _entries(root: Path, paths: Iterable[str]) -> list[LayerEntry]:
     entries = []
     for path in paths:
         source = root / path
+        # One lstat per path: a tree of many small files spends its time in such calls.
+        mode = os.lstat(source).st_mode
         # A symlink in the staging tree stays a symlink in the image.
-        if source.is_symlink():
+        if stat.S_ISLNK(mode):
             entries.append(LayerEntry.symlink(path, os.readlink(source)))
-        elif source.is_dir():
+        elif stat.S_ISDIR(mode):
             entries.append(LayerEntry.directory(path))
         else:
-            entries.append(LayerEntry.file(path, source))
+            entries.append(LayerEntry.file(path, source, mode=0o755 if mode & 0o111 else 0o644))
     return entries
 
 

@@ -58,7 +58,7 @@ def test_rewritten_file_with_its_old_mtime_is_hashed_again_and_rebuilt(tmp_path,
     _spec(tmp_path / "src", text="VALUE = 2\n")  # same size, same mtime, new ctime
     second = build_layer(spec, BlobStore(tmp_path / "cache"))
 
-    assert counted_hashing == [tmp_path / "src" / "mod.py"]
+    assert counted_hashing == [str(tmp_path / "src" / "mod.py")]
     assert not second.reused and second.digest != first.digest
 
 
@@ -70,7 +70,7 @@ def test_file_changed_just_now_is_never_trusted_by_its_stat(tmp_path, counted_ha
 
     build_layer(spec, BlobStore(tmp_path / "cache"))
 
-    assert counted_hashing == [tmp_path / "src" / "mod.py"]
+    assert counted_hashing == [str(tmp_path / "src" / "mod.py")]
 
 
 def test_threads_writing_the_same_blob_at_once_all_succeed(tmp_path):
