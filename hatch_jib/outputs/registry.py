@@ -1,4 +1,4 @@
-"""Push an image: missing blobs first (HEAD, then mount, then upload), config, then tags."""
+"""Push an image: missing blobs first (HEAD, then mount, then upload), then the manifests."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def push_image(
 ) -> list[BlobPush]:
     """Push `built` to `target` under every tag; return what happened to each layer blob.
 
-    Blobs go first (each once, however many platforms share it), then each platform's
-    config and manifest by digest, then the top manifest or index under every tag, so a
-    tag never points at something the registry does not hold.
+    Blobs go first, layers and configs side by side (each once, however many platforms
+    share it), then each platform's manifest by digest, then the top manifest or index
+    under every tag, so a tag never points at something the registry does not hold.
     """
     layers: dict[str, ImageLayer] = {}
     for image in built.images:
@@ -57,10 +57,16 @@ def push_image(
             client, layer.descriptor.digest, layer.descriptor.size, layer.name, blob_path, source
         )
 
+    configs = {image.config.digest: image.config for image in built.images}
     with ThreadPoolExecutor(MAX_CONNECTIONS) as pool:
+        # Configs go up beside the layers: only the manifests have to wait for every blob.
+        config_pushes = [
+            pool.submit(_push_blob, client, config.digest, config.size, "config", blob_path, None)
+            for config in configs.values()
+        ]
         results = list(pool.map(push_layer, layers.values()))
-    for image in built.images:
-        _push_blob(client, image.config.digest, image.config.size, "config", blob_path, None)
+        for pushed in config_pushes:
+            pushed.result()
 
     # Children of an index by digest first; the tags last.
     if isinstance(built, ImageIndex):

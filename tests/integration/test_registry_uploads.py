@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from hatch_jib.errors import RegistryError
-from hatch_jib.image.descriptor import sha256_digest
+from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
+from hatch_jib.image.image import Image, ImageLayer
+from hatch_jib.image.platform import Platform
+from hatch_jib.image.reference import parse_reference
+from hatch_jib.outputs.registry import push_image
 from hatch_jib.registry import RegistryClient, TransportOptions
 from tests.support.fake_registry import Answer, FakeRegistry, Reply, Seen, fake_registry
 
@@ -278,3 +283,62 @@ def test_session_a_refused_mount_opened_is_cancelled_when_unused(blob_file: Path
     [delete] = server.requests("DELETE")
     assert urlsplit(delete.path).path == f"{UPLOADS}s0"
     assert emulator.sessions == {}
+
+
+def test_config_goes_up_beside_the_layers_and_the_manifest_after_every_blob(
+    tmp_path: Path,
+) -> None:
+    layer, config = b"layer bytes", b'{"architecture": "amd64"}'
+    paths = {}
+    for data in (layer, config):
+        paths[sha256_digest(data)] = tmp_path / sha256_digest(data).replace(":", "-")
+        paths[sha256_digest(data)].write_bytes(data)
+    config_arrived = threading.Event()
+
+    def hold_layer_until_config(request: Seen, n: int) -> Reply | None:
+        digest = parse_qs(urlsplit(request.path).query).get("digest", [""])[0]
+        if request.method == "PUT" and "/manifests/" in request.path:
+            return 201, {"Docker-Content-Digest": sha256_digest(request.body)}, b""
+        if request.method == "PUT" and digest == sha256_digest(config):
+            config_arrived.set()
+        # Pushed one after the other, the layer would wait here for a config never sent.
+        layer_put = request.method == "PUT" and digest == sha256_digest(layer)
+        if layer_put and not config_arrived.wait(10):
+            return 500, {}, _errors("CONFIG_NEVER_CAME")
+        return None
+
+    image = _image(layer, config)
+    emulator = UploadRegistry(fault=hold_layer_until_config)
+    options = TransportOptions(timeout=20.0, max_retries=0)
+    with (
+        fake_registry(emulator) as server,
+        RegistryClient(server.host, "team/app", credential=None, options=options) as c,
+    ):
+        target = parse_reference(f"{server.host}/team/app")
+        push_image(image, client=c, target=target, tags=["v1"], blob_path=paths.__getitem__)
+
+    assert set(emulator.blobs) == set(paths)
+    puts = [urlsplit(request.path).path for request in server.requests("PUT")]
+    assert puts[-1] == "/v2/team/app/manifests/v1"
+    assert all("/manifests/" not in path for path in puts[:-1])
+
+
+def _image(layer: bytes, config: bytes) -> Image:
+    config_descriptor = Descriptor(MediaType.OCI_CONFIG, sha256_digest(config), len(config))
+    layer_descriptor = Descriptor(MediaType.OCI_LAYER_GZIP, sha256_digest(layer), len(layer))
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MediaType.OCI_MANIFEST,
+            "config": config_descriptor.to_json(),
+            "layers": [layer_descriptor.to_json()],
+        }
+    ).encode()
+    return Image(
+        platform=Platform(),
+        manifest_media_type=MediaType.OCI_MANIFEST,
+        manifest_bytes=manifest,
+        config=config_descriptor,
+        config_bytes=config,
+        layers=(ImageLayer(layer_descriptor, sha256_digest(b"tar"), "code"),),
+    )
