@@ -7,6 +7,7 @@ import json
 import os
 import struct
 import sys
+import threading
 import time
 import zlib
 from collections import deque
@@ -92,10 +93,34 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     hashes = _ContentHashes(store, spec.name)
     key = _selector_key(entries, mtime, hashes)
     hashes.save()
-    record = store.read_record("selectors", key)
-    if record and store.verified_path(record["digest"]) is not None:
-        return BuiltLayer(spec.name, record["digest"], record["diff_id"], record["size"], True)
+    # Threads asking for the same layer (platforms of one build) wait for the first to write
+    # it, then reuse it; different layers are written side by side.
+    with _selector_lock(store, key):
+        record = store.read_record("selectors", key)
+        if record and store.verified_path(record["digest"]) is not None:
+            return BuiltLayer(spec.name, record["digest"], record["diff_id"], record["size"], True)
+        return _write_layer(spec.name, entries, key, store, mtime, hashes)
 
+
+_SELECTOR_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_SELECTOR_LOCKS_GUARD = threading.Lock()
+
+
+def _selector_lock(store: BlobStore, key: str) -> threading.Lock:
+    # Keyed by the key's hash: a key lists every entry, and a process keeps its locks.
+    name = (str(store.root), hashlib.sha256(key.encode()).hexdigest())
+    with _SELECTOR_LOCKS_GUARD:
+        return _SELECTOR_LOCKS.setdefault(name, threading.Lock())
+
+
+def _write_layer(
+    name: str,
+    entries: list[LayerEntry],
+    key: str,
+    store: BlobStore,
+    mtime: int,
+    hashes: _ContentHashes,
+) -> BuiltLayer:
     # Stream tar -> sha256 (diff_id) -> gzip -> blob writer (digest).
     with store.writer() as blob:
         diff_hash = hashlib.sha256()
@@ -109,7 +134,7 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
 
     diff_id = "sha256:" + diff_hash.hexdigest()
     store.write_record("selectors", key, {"digest": digest, "diff_id": diff_id, "size": size})
-    return BuiltLayer(spec.name, digest, diff_id, size, False)
+    return BuiltLayer(name, digest, diff_id, size, False)
 
 
 class ParallelGzip:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import tempfile
@@ -170,25 +171,37 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
         )
         pool = stack.enter_context(_StepPool())
         wheel = pool.submit(steps.build_project_wheel, plan.project, scratch / "wheel")
-        bases = [
-            steps.pull_base_image(
+        pulls = [
+            pool.submit(
+                functools.partial(
+                    steps.pull_base_image,
+                    offline=config.offline,
+                    warn_unpinned=position == 0,
+                ),
                 base_ref,
                 base_client,
                 store,
                 platform,
-                offline=config.offline,
-                warn_unpinned=position == 0,
             )
             for position, platform in enumerate(config.from_.platforms)
         ]
+        bases = [pull.result() for pull in pulls]
         if any(output in _BYTE_OUTPUTS for output in plan.outputs):
             for base in bases:
                 pool.submit(steps.obtain_base_layers, base, store)
+
+        # Platforms build side by side; a layer that comes out the same for each (code,
+        # resources) is written once, as the layer writer serializes equal selectors.
         image_format = config.container.format or bases[0].manifest.format
-        images = [
-            _build_platform(plan, base, store, image_format, metadata, wheel.result())
+        builds = [
+            pool.submit(_build_platform, plan, base, store, image_format, metadata, wheel)
             for base in bases
         ]
+        images = []
+        for build in builds:
+            image, app = build.result()
+            steps.report_layers(app)
+            images.append(image)
         pool.wait_all()
     if len(images) == 1:
         return images[0]
@@ -229,10 +242,8 @@ def _build_platform(
     store: BlobStore,
     image_format: str,
     metadata: dict[str, str],
-    wheel: Path,
-) -> Image:
-    # Layers that come out the same for every platform (code, resources) are cache hits
-    # after the first platform: the layer selector maps equal inputs to the same blob.
+    wheel: Future[Path],
+) -> tuple[Image, steps.AppLayers]:
     config = plan.config
     python = config.python
     overrides = PythonOverrides(
@@ -243,7 +254,7 @@ def _build_platform(
     )
     target = steps.detect_target_profile(base, store, overrides)
     app = steps.build_application_layers(
-        plan.project, config, target, store, wheel, base_layers=len(base.manifest.layers)
+        plan.project, config, target, store, wheel.result(), base_layers=len(base.manifest.layers)
     )
     venv = f"{config.container.app_root.rstrip('/')}/.venv"
     environment = steps.image_environment(config, base, venv)
@@ -251,7 +262,7 @@ def _build_platform(
         base, app, config, environment, image_format=image_format, metadata=metadata
     )
     store.put_bytes(image.config_bytes, expected=image.config.digest)
-    return image
+    return image, app
 
 
 class _BaseBlobs:

@@ -64,6 +64,7 @@ __all__ = [
     "offline_blob_missing",
     "project_metadata",
     "pull_base_image",
+    "report_layers",
     "transport_options",
 ]
 
@@ -398,8 +399,12 @@ def build_application_layers(
         extra = tuple(build_layer(spec, store, mtime=setup.mtime) for spec in extras)
         layers = (*dependencies, *own, *extra)
         entrypoint = choose_entrypoint(project, config, venv, main_module(wheel))
+    return AppLayers(layers, entrypoint, target)
 
-    for layer in layers:
+
+def report_layers(app: AppLayers) -> None:
+    """Log each of our layers as built or reused; the runner calls it in platform order."""
+    for layer in app.layers:
         state = "reused" if layer.reused else "built"
         log.info(
             "Layer %-12s %s %s (%s)",
@@ -408,7 +413,6 @@ def build_application_layers(
             short_digest(layer.digest),
             human_size(layer.size),
         )
-    return AppLayers(layers, entrypoint, target)
 
 
 def build_project_wheel(project: Project, directory: Path) -> Path:

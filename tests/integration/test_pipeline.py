@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,8 @@ import pytest
 
 from hatch_jib import progress
 from hatch_jib.build import build_project
+from hatch_jib.pipeline import steps
+from tests.support.multiarch_base import push_multiarch_base
 from tests.support.registry import running_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -226,3 +229,34 @@ def test_push_reports_each_blob_with_its_bytes_then_as_skipped_on_rebuild(
             sent = sum(e.done for e in first if e.state == "sent" and e.digest == event.digest)
             assert sent == event.size
     assert {event.state for event in second} == {"checking", "skipped"}
+
+
+def test_platforms_of_one_build_are_built_side_by_side(tmp_path, monkeypatch, base_image):
+    project = tmp_path / "two-platforms"
+    (project / "two_platforms").mkdir(parents=True)
+    (project / "two_platforms" / "__init__.py").write_text("")
+    (project / "two_platforms" / "__main__.py").write_text("print('hello')\n")
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "two-platforms"\nversion = "1.0"\n\n'
+        '[tool.jib.from]\nplatforms = ["linux/amd64", "linux/arm64"]\n'
+    )
+    # Each platform's layers wait here for the other's: one after the other, this breaks.
+    both_started = threading.Barrier(2, timeout=30)
+    real = steps.build_application_layers
+
+    def meet_then_build(*args, **kwargs):
+        both_started.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "build_application_layers", meet_then_build)
+    environ = {
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+        "JIB_FROM_IMAGE": push_multiarch_base(base_image),
+        "JIB_CONSOLE": "plain",
+    }
+
+    build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))
+
+    result = json.loads((project / "dist" / "jib-image.json").read_text())
+    assert result["platforms"] == ["linux/amd64", "linux/arm64/v8"]

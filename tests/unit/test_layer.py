@@ -5,11 +5,15 @@ from __future__ import annotations
 import gzip
 import os
 import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from hatch_jib.cache import BlobStore
+from hatch_jib.image import layer as layer_module
 from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
 
 
@@ -89,6 +93,30 @@ def test_unchanged_inputs_reuse_the_cached_blob(tmp_path):
     second = build_layer(spec, store)
 
     assert second.reused and second.digest == first.digest
+
+
+def test_the_same_layer_asked_for_by_two_threads_at_once_is_written_once(tmp_path, monkeypatch):
+    store = BlobStore(tmp_path / "cache")
+    spec = _tree(tmp_path / "src", touch=500)
+    real_write = layer_module._write_layer
+
+    def slow_write(*args):
+        # Long enough that, unserialized, the other thread would miss the record too.
+        time.sleep(0.3)
+        return real_write(*args)
+
+    monkeypatch.setattr(layer_module, "_write_layer", slow_write)
+    start = threading.Barrier(2)
+
+    def build():
+        start.wait()
+        return build_layer(spec, store)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: build(), range(2)))
+
+    assert sorted(layer.reused for layer in results) == [False, True]
+    assert results[0].digest == results[1].digest
 
 
 def test_corrupt_cached_blob_is_rebuilt_not_reused(tmp_path):
