@@ -7,13 +7,14 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatchling.builders.plugin.interface import BuilderInterface
 
-from hatch_jib.build import build_project
 from hatch_jib.console import debug_requested, report_failure, terminate_cleanly
-from hatch_jib.pipeline import BuildResult
+
+if TYPE_CHECKING:
+    from hatch_jib.pipeline import BuildResult
 
 __all__ = ["JibBuilder"]
 
@@ -61,6 +62,10 @@ class JibBuilder(BuilderInterface):
         return self._build(directory, ("docker",))
 
     def _build(self, directory: str, outputs: tuple[str, ...]) -> str:
+        # Imported here: hatch imports this module whenever it loads third-party plugins (for
+        # a build hook or a version source too), and only an image build needs the pipeline.
+        from hatch_jib.build import build_project
+
         # Hatch shows a traceback for any exception, so every failure becomes a message and
         # an exit status: 1 for a failed build, 2 for bad configuration, as `hatch-jib` has.
         debug = debug_requested() or getattr(self.app, "verbosity", 0) >= 2

@@ -24,7 +24,6 @@ from hatch_jib.console import (
 from hatch_jib.errors import ConfigError
 from hatch_jib.image.descriptor import human_size
 from hatch_jib.image.reference import parse_reference
-from hatch_jib.inspection import format_report, inspect_image
 from hatch_jib.registry.transport import TransportOptions
 
 if sys.version_info >= (3, 11):
@@ -215,6 +214,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace, debug: bool) -> int:
+    # Imported here: a build, the usual command, needs none of it.
+    from hatch_jib.inspection import format_report, inspect_image
+
     reference = parse_reference(args.image, key="IMAGE")
     listed = os.environ.get("JIB_ALLOW_INSECURE_REGISTRIES", "")
     hosts = {host.strip() for host in listed.split(",") if host.strip()}

@@ -6,7 +6,6 @@ All validation happens here, before any network traffic. Errors name the full ke
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import posixpath
 import re
@@ -91,7 +90,8 @@ SCHEMA: dict[str, Any] = {
     "console": STR,
 }
 _SECRET_KEYS = {"password"}
-_PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?")
+# Patterns used only when a key is set are left for `re` to compile (and cache) on first use.
+_PORT = r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?"
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ class Auth:
 
 @dataclass(frozen=True)
 class FromConfig:
+    """`tool.jib.from`: the base image, its platforms and how to log in to its registry."""
+
     image: Reference
     platforms: tuple[Platform, ...] = (Platform(),)
     auth: Auth | None = None
@@ -113,6 +115,8 @@ class FromConfig:
 
 @dataclass(frozen=True)
 class ToConfig:
+    """`tool.jib.to`: the image to push, its tags and how to log in to its registry."""
+
     image: Reference | None = None
     tags: tuple[str, ...] = ()
     auth: Auth | None = None
@@ -121,6 +125,8 @@ class ToConfig:
 
 @dataclass(frozen=True)
 class ContainerConfig:
+    """`tool.jib.container`: how the image runs and what its config and manifest say."""
+
     entrypoint: tuple[str, ...] | None = None
     args: tuple[str, ...] | None = None
     script: str | None = None
@@ -139,6 +145,8 @@ class ContainerConfig:
 
 @dataclass(frozen=True)
 class PythonConfig:
+    """`tool.jib.python`: the target's Python, the dependencies to install, the layers."""
+
     version: str | None = None
     implementation: str | None = None
     libc: str | None = None
@@ -153,6 +161,8 @@ class PythonConfig:
 
 @dataclass(frozen=True)
 class ExtraDirectory:
+    """One `tool.jib.extra-directories` entry: a project directory copied into the image."""
+
     source: Path
     into: str
     includes: tuple[str, ...] = ()
@@ -162,6 +172,8 @@ class ExtraDirectory:
 
 @dataclass(frozen=True)
 class JibConfig:
+    """The whole validated `[tool.jib]`, with where each key was set."""
+
     from_: FromConfig
     to: ToConfig
     container: ContainerConfig = ContainerConfig()
@@ -248,6 +260,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(variable for variable in environ if variable.startswith("JIB_")):
         if name in known:
             continue
+        import difflib  # only for the rare misspelt variable
+
         close = difflib.get_close_matches(name, sorted(known), n=1)
         guess = f"; did you mean {close[0]}?" if close else ""
         warnings.append(f"Environment variable {name} is not a hatch-jib setting{guess}")
@@ -328,6 +342,8 @@ def _toml_type(value: Any) -> str:
 
 
 def _unknown_key(path: str, key: str, schema: dict[str, Any]) -> ConfigError:
+    import difflib
+
     close = difflib.get_close_matches(key, list(schema), n=1)
     hint = f"did you mean `{path}.{close[0]}`?" if close else f"known keys: {', '.join(schema)}"
     return ConfigError(f"Unknown key `{path}.{key}`", hint=hint)
@@ -576,7 +592,7 @@ def _check_runtime_strings(raw: dict[str, Any], key: str) -> None:
 
 
 def _check_port(text: str, path: str) -> None:
-    match = _PORT.fullmatch(text)
+    match = re.fullmatch(_PORT, text)
     bad = not match or not 1 <= int(match[1]) <= 65535
     if match and match[2]:
         bad = bad or not int(match[1]) <= int(match[2]) <= 65535
@@ -666,7 +682,7 @@ def _python(raw: dict[str, Any]) -> PythonConfig:
     )
 
 
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(|B|[KMG]i?B?)\s*", re.IGNORECASE)
+_SIZE = r"(?i)\s*(\d+(?:\.\d+)?)\s*(|B|[KMG]i?B?)\s*"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -676,7 +692,7 @@ def _size(value: int | str, path: str) -> int | None:
         size: int | None = value
     elif value.strip().lower() in ("off", "none", "never"):
         return None
-    elif match := _SIZE.fullmatch(value):
+    elif match := re.fullmatch(_SIZE, value):
         unit = _UNITS[match[2][:1].upper() if match[2][:1].upper() in "KMG" else ""]
         size = int(float(match[1]) * unit)
     else:
@@ -721,7 +737,7 @@ def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDi
 # --- the effective configuration, for --print-config -------------------------------------------
 
 _MASK = "***"
-_SECRET_NAME = re.compile(r"passw|secret|token|credential|api[_-]?key|private", re.IGNORECASE)
+_SECRET_NAME = r"(?i)passw|secret|token|credential|api[_-]?key|private"
 
 
 @dataclass(frozen=True)
@@ -741,7 +757,7 @@ def effective_config(config: JibConfig) -> tuple[ConfigEntry, ...]:
         if path.endswith(".password") and value is not None:
             value = _MASK
         elif isinstance(value, dict):
-            value = {k: _MASK if _SECRET_NAME.search(k) else v for k, v in value.items()}
+            value = {k: _MASK if re.search(_SECRET_NAME, k) else v for k, v in value.items()}
         entries.append(ConfigEntry(path, value, config.sources.get(path, "default")))
     return tuple(entries)
 

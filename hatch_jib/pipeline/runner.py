@@ -12,23 +12,23 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hatch_jib.cache import BlobStore, default_cache_dir
 from hatch_jib.config import JibConfig
 from hatch_jib.errors import ConfigError
 from hatch_jib.image.image import BuiltImage, Image
 from hatch_jib.image.reference import DOCKER_HUB
-from hatch_jib.outputs.docker import DockerDaemon, find_daemon, load_image
 from hatch_jib.outputs.files import write_result_files
-from hatch_jib.outputs.oci import write_oci_layout
 from hatch_jib.outputs.registry import push_image
-from hatch_jib.outputs.tar import write_image_tar
 from hatch_jib.pipeline import steps
 from hatch_jib.project import Project
 from hatch_jib.python.target import PythonOverrides
 from hatch_jib.registry.client import RegistryClient
 from hatch_jib.registry.transport import TransportOptions
+
+if TYPE_CHECKING:
+    from hatch_jib.outputs.docker import DockerDaemon
 
 __all__ = ["OUTPUTS", "BuildPlan", "BuildResult", "LayerReport", "PlatformReport", "run_build"]
 
@@ -100,7 +100,12 @@ def run_build(plan: BuildPlan, previous: BuildResult | None = None) -> BuildResu
     store = BlobStore(config.cache_dir or default_cache_dir())
 
     # Find the daemon before any work, so a missing one fails fast and leaves nothing behind.
-    daemon = find_daemon() if "docker" in plan.outputs else None
+    daemon: DockerDaemon | None = None
+    if "docker" in plan.outputs:
+        # The tar, OCI and docker outputs are imported only by the builds that write them.
+        from hatch_jib.outputs.docker import find_daemon
+
+        daemon = find_daemon()
     # One set of options for every client, so what one learns about a host the others reuse.
     options = steps.transport_options(config)
 
@@ -324,16 +329,22 @@ def _write_outputs(
     if push_client is not None:
         pushed |= _push(plan, built, blobs, push_client)
     if "tar" in plan.outputs:
+        from hatch_jib.outputs.tar import write_image_tar
+
         tar_path = plan.directory / f"{stem}.image.tar"
         write_image_tar(built, tar_path, repo_tags=repo_tags, blob_path=blobs.path, mtime=mtime)
         log.info("Wrote image tar %s", tar_path)
         artifacts.append(tar_path)
     if "oci" in plan.outputs:
+        from hatch_jib.outputs.oci import write_oci_layout
+
         layout = plan.directory / f"{stem}.oci"
         write_oci_layout(built, layout, repo_tags=repo_tags, blob_path=blobs.path)
         log.info("Wrote OCI image layout %s", layout)
         artifacts.append(layout)
     if daemon is not None:
+        from hatch_jib.outputs.docker import load_image
+
         load_image(built, daemon, repo_tags=repo_tags, blob_path=blobs.path, mtime=mtime)
 
     outputs = tuple(dict.fromkeys((*(previous.outputs if previous else ()), *plan.outputs)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import posixpath
-import py_compile
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +53,8 @@ def compile_dists(root: Path, dists: Sequence[InstalledDist]) -> list[InstalledD
 
 
 def _compile_dist(root: Path, dist: InstalledDist, suffix: str) -> InstalledDist:
+    import py_compile
+
     written = []
     for path in dist.files:
         if not path.endswith(".py") or "/site-packages/" not in path:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import logging
 import os
 import posixpath
 import zipfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-from installer import install
-from installer.destinations import SchemeDictionaryDestination
-from installer.exceptions import InstallerError
-from installer.records import Hash, RecordEntry
-from installer.sources import WheelFile
-from installer.utils import Scheme
 from packaging.requirements import InvalidRequirement, Requirement
 
 from hatch_jib.errors import BuildError
@@ -81,7 +71,14 @@ def install_wheel(
     only the image paths it accepts are written; the others are hashed into `unwritten`, and
     RECORD still lists every file, as a full install would.
     """
-    destination = _StagingDestination(
+    # installer is imported only here: a build whose layers are all cached installs nothing.
+    from installer import install
+    from installer.exceptions import InstallerError
+    from installer.sources import WheelFile
+
+    from hatch_jib.python.destination import StagingDestination
+
+    destination = StagingDestination(
         write=write,
         scheme_dict=venv_scheme(target, venv),
         # The venv's own python: absolute, since distroless images have no /usr/bin/env.
@@ -111,59 +108,6 @@ def install_wheel(
     log.debug("installed %s %s (%d files)", name, version, len(files))
     unwritten = tuple(sorted(destination.unwritten))
     return InstalledDist(name=name, version=version, files=files, unwritten=unwritten)
-
-
-@dataclass
-class _StagingDestination(SchemeDictionaryDestination):
-    """Remembers every file it writes and writes a sorted RECORD."""
-
-    written: set[str] = field(default_factory=set)
-    write: Callable[[str], bool] | None = None
-    unwritten: list[tuple[str, str, int, bool]] = field(default_factory=list)
-
-    def write_to_fs(
-        self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
-    ) -> RecordEntry:
-        # As pip does: whatever mode the zip recorded, a script is meant to be run.
-        is_executable = is_executable or scheme == "scripts"
-        if path.endswith(".dist-info/METADATA"):
-            stream = io.BytesIO(without_file_references(stream.read()))
-        image_path = posixpath.normpath(posixpath.join(self.scheme_dict[scheme], path)).lstrip("/")
-        if self.write is not None and not self.write(image_path):
-            return self._hash_only(image_path, path, stream, is_executable)
-        entry = super().write_to_fs(scheme, path, stream, is_executable)
-        self.written.add(image_path)
-        return entry
-
-    def _hash_only(
-        self, image_path: str, path: str, stream: BinaryIO, is_executable: bool
-    ) -> RecordEntry:
-        """The RECORD entry installer would write for the file, without writing it."""
-        digest = hashlib.sha256()
-        size = 0
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-        self.unwritten.append((image_path, digest.hexdigest(), size, is_executable))
-        encoded = base64.urlsafe_b64encode(digest.digest()).decode("ascii").rstrip("=")
-        return RecordEntry(path, Hash(self.hash_algorithm, encoded), size)
-
-    def finalize_installation(
-        self,
-        scheme: Scheme,
-        record_file_path: str,
-        records: Iterable[tuple[Scheme, RecordEntry]],
-    ) -> None:
-        # installer sorts RECORD by each path within its own scheme, so scripts and data
-        # land out of order; re-base every path on the RECORD's scheme to sort the final text.
-        root = self.scheme_dict[scheme]
-        rebased = []
-        for file_scheme, entry in records:
-            path = posixpath.join(self.scheme_dict[file_scheme], entry.path)
-            rebased.append(
-                (scheme, RecordEntry(posixpath.relpath(path, root), entry.hash_, entry.size))
-            )
-        super().finalize_installation(scheme, record_file_path, rebased)
 
 
 def without_file_references(metadata: bytes) -> bytes:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatch_jib.errors import BuildError, ConfigError
+
+if TYPE_CHECKING:
+    import tarfile
 
 __all__ = ["PythonOverrides", "TargetProfile", "detect_target"]
 
@@ -188,6 +190,8 @@ def detect_target(
 
 def _scan_layer(layer: Path, scan: _Scan) -> None:
     """Apply one layer's whiteouts, then record its interesting paths."""
+    import tarfile  # only when the target is not cached yet
+
     added = _Scan()
     whiteouts: list[tuple[str, bool]] = []
     try:
