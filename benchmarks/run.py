@@ -7,7 +7,10 @@ Run as root from the repository root, after `scripts/setup`:
     python benchmarks/run.py --only push     # one group of cases (repeatable flag)
 
 Each case runs `--repeat` times (default 3), ours and the peer alternating, and the table
-shows the median of each, so one slow moment on a noisy machine does not set a ratio.
+shows the median of each, so one slow moment on a noisy machine does not set a ratio. Trees
+are deleted only at the end, so that one case's cleanup cannot slow the next one's file
+creation (on the machine of the README, creating files right after a large delete was at
+times several times slower).
 
 Every build is `python -m hatch_jib build` in a child process, so wall time and peak memory
 (the child's max RSS) are what a user would see. Bytes uploaded are what the registry stores
@@ -158,7 +161,6 @@ def incremental_rows(label: str, project: Path, work: Path, repeat: int) -> list
             change_code(copy)
             before = stored_bytes(registry)
             codes.append(pushed(jib_build(copy, cache, base, *target), registry, before))
-        shutil.rmtree(run_dir)
     cold, noop, code = median(colds), median(noops), median(codes)
     return [
         Row(f"{label}: cold build", cold),
@@ -183,7 +185,6 @@ def push_rows(label: str, project: Path, work: Path, base: str, repeat: int) -> 
             made = command(f"{registry.host}/bench/{label}")
             run = made if isinstance(made, Run) else measure(made)
             run = pushed(run, registry, 0)
-        shutil.rmtree(work / f"empty-{name}")
         return run
 
     builds, engines, copies = [], [], []
@@ -232,7 +233,6 @@ def layer_row(label: str, tree: Path, work: Path, repeat: int) -> Row:
     for attempt in range(repeat):
         store = work / f"layer-store-{label}-{attempt}"
         ours.append(measure([sys.executable, __file__, "write-layer", str(tree), str(store)]))
-        shutil.rmtree(store)
         theirs.append(measure(["bash", "-o", "pipefail", "-c", pipeline]))
     return Row(
         f"{label}: write one layer",
