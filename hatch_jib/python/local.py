@@ -140,9 +140,15 @@ def _keep(wheel: Path, directory: Path) -> Path:
     stored = directory / digest / wheel.name
     if not stored.is_file():
         stored.parent.mkdir(parents=True, exist_ok=True)
-        partial = stored.with_suffix(".partial")
-        shutil.copyfile(wheel, partial)
-        os.replace(partial, stored)
+        # A temp name of its own: another build (or platform) may be copying the same wheel.
+        fd, partial = tempfile.mkstemp(dir=stored.parent, suffix=".partial")
+        os.close(fd)
+        try:
+            shutil.copyfile(wheel, partial)
+            os.replace(partial, stored)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
     return stored
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from hatch_jib.errors import BuildError
+from hatch_jib.python import local as local_module
 from hatch_jib.python.local import build_local_wheels
 
 
@@ -70,3 +73,40 @@ def test_missing_path_dependency_is_a_build_error_naming_it(tmp_path: Path) -> N
 
     with pytest.raises(BuildError, match=f"local dependency {missing} does not exist"):
         build_local_wheels([f"helper @ {missing}"], cache_root=tmp_path / "cache")
+
+
+def test_two_builds_keeping_the_same_wheel_at_once_never_expose_a_partial_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    wheel.write_bytes(bytes(range(256)) * 64)
+    first_half_written, second_opened, first_kept = (threading.Event() for _ in range(3))
+    arrivals = iter(["first", "second"])
+
+    def interleaved_copy(source: Path, destination: str) -> None:
+        # The second copy opens its file between the two halves of the first one's.
+        data = Path(source).read_bytes()
+        if next(arrivals) == "first":
+            with open(destination, "wb") as handle:
+                handle.write(data[: len(data) // 2])
+                first_half_written.set()
+                second_opened.wait(10)
+                handle.write(data[len(data) // 2 :])
+            return
+        first_half_written.wait(10)
+        with open(destination, "wb") as handle:
+            second_opened.set()
+            first_kept.wait(10)
+            handle.write(data)
+
+    monkeypatch.setattr(local_module.shutil, "copyfile", interleaved_copy)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(local_module._keep, wheel, tmp_path / "kept")
+        second = pool.submit(local_module._keep, wheel, tmp_path / "kept")
+        kept = first.result(timeout=20)
+        seen_right_after = kept.read_bytes()
+        first_kept.set()
+        second.result(timeout=20)
+
+    assert seen_right_after == wheel.read_bytes()
+    assert kept.read_bytes() == wheel.read_bytes()
