@@ -196,15 +196,17 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
                 pool.submit(steps.obtain_base_layers, base, store)
 
         # Platforms build side by side; a layer that comes out the same for each (code,
-        # resources) is written once, as the layer writer serializes equal selectors.
+        # resources) is written once, as the layer writer serializes equal selectors. The
+        # first builds in this thread, so Ctrl-C or SIGTERM stops it at once: a pool thread
+        # cannot be interrupted, only waited for.
         image_format = config.container.format or bases[0].manifest.format
-        builds = [
+        others = [
             pool.submit(_build_platform, plan, base, store, image_format, metadata, wheel)
-            for base in bases
+            for base in bases[1:]
         ]
+        first = _build_platform(plan, bases[0], store, image_format, metadata, wheel)
         images = []
-        for build in builds:
-            image, app = build.result()
+        for image, app in [first, *(build.result() for build in others)]:
             steps.report_layers(app)
             images.append(image)
         pool.wait_all()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -260,3 +261,36 @@ def test_platforms_of_one_build_are_built_side_by_side(tmp_path, monkeypatch, ba
 
     result = json.loads((project / "dist" / "jib-image.json").read_text())
     assert result["platforms"] == ["linux/amd64", "linux/arm64/v8"]
+
+
+def test_ctrl_c_stops_a_build_without_waiting_for_its_layers(tmp_path, monkeypatch, base_image):
+    project = project_copy(tmp_path)
+    layers_started, released = threading.Event(), threading.Event()
+    finished = []
+
+    def slow_layers(*args, **kwargs):
+        layers_started.set()
+        released.wait(30)
+        finished.append(True)
+        raise AssertionError("Ctrl-C did not stop the build")
+
+    def press_ctrl_c():
+        layers_started.wait(30)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    monkeypatch.setattr(steps, "build_application_layers", slow_layers)
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    environ = {
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+        "JIB_FROM_IMAGE": base_image,
+        "JIB_CONSOLE": "plain",
+    }
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))
+    finally:
+        released.set()
+
+    assert finished == []
+    assert not (project / "dist" / "jib-image.json").exists()
