@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -37,6 +38,9 @@ _RECORD_KIND = "resolutions"
 _RECORD_FORMAT = 1  # bump when the record's shape or meaning changes
 _DOWNLOAD_WORKERS = 4
 _CHUNK = 1 << 20
+# find_uv_bin reads sysconfig, which before Python 3.12 fills its variables on first use
+# without a lock: a platform asking while another fills them would see them empty.
+_UV_LOOKUP = threading.Lock()
 _TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 
 # uv reads these itself; they change what it resolves, so they key the cached resolution.
@@ -173,7 +177,8 @@ def uv_binary() -> str:
     from uv import find_uv_bin
 
     try:
-        return os.fsdecode(find_uv_bin())
+        with _UV_LOOKUP:
+            return os.fsdecode(find_uv_bin())
     except FileNotFoundError as error:
         raise BuildError(
             "cannot find the uv executable to resolve dependencies",

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sysconfig
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ import uv
 
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import BuildError
-from hatch_jib.python.resolve import ResolvedWheel, download, resolve
+from hatch_jib.python.resolve import ResolvedWheel, download, resolve, uv_binary
 from hatch_jib.python.target import TargetProfile
 from tests.unit.data.python.wheels import build_wheel
 
@@ -206,3 +210,26 @@ def test_offline_resolution_without_cached_wheels_says_it_is_offline(
     assert "offline" in str(caught.value)
     assert "charset-normalizer" in str(caught.value)
     assert "build once online" in str(caught.value)
+
+
+def test_platforms_looking_for_uv_at_once_both_find_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uv is found through sysconfig, whose variables are filled on first use; the fill is
+    # slowed down so the second platform asks while the first is still inside it.
+    real_init = sysconfig._init_posix
+
+    def slow_init(variables: dict[str, object]) -> None:
+        time.sleep(0.2)
+        real_init(variables)
+
+    monkeypatch.setattr(sysconfig, "_CONFIG_VARS", None)
+    monkeypatch.setattr(sysconfig, "_init_posix", slow_init)
+    both_ask = threading.Barrier(2, timeout=10)
+
+    def find() -> str:
+        both_ask.wait()
+        return uv_binary()
+
+    with ThreadPoolExecutor(2) as pool:
+        found = [future.result() for future in [pool.submit(find), pool.submit(find)]]
+
+    assert found == [uv.find_uv_bin()] * 2
