@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # Zip timestamps of the built wheels; the image does not depend on them, the cache key does.
 _SOURCE_DATE_EPOCH = "315532800"
 _VCS_SCHEMES = ("git+", "hg+", "svn+", "bzr+")
+_BUILDING = threading.Lock()
 
 LocalWheel = tuple[str, Path]
 """A built wheel: the canonical requirement (`name @ file:///...whl ; marker`) and its path."""
@@ -42,7 +44,9 @@ def build_local_wheels(
     built = []
     for spec in specs:
         location, marker = _split_marker(spec)
-        with tempfile.TemporaryDirectory(prefix="hatch-jib-local-") as scratch:
+        # One build at a time: platforms built side by side would otherwise run two build
+        # backends in one source tree, and setuptools writes build/ and *.egg-info there.
+        with _BUILDING, tempfile.TemporaryDirectory(prefix="hatch-jib-local-") as scratch:
             source = _source_path(location, Path(scratch))
             wheel = _uv_build(source, Path(scratch) / "out", spec=spec, offline=offline)
             stored = _keep(wheel, cache_root / "local-wheels")

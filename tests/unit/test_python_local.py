@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import textwrap
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,3 +111,37 @@ def test_two_builds_keeping_the_same_wheel_at_once_never_expose_a_partial_copy(
 
     assert seen_right_after == wheel.read_bytes()
     assert kept.read_bytes() == wheel.read_bytes()
+
+
+def test_platforms_building_a_local_dependency_at_once_take_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "dep"
+    source.mkdir()
+    inside, most_inside = [0], [0]
+    guard = threading.Lock()
+
+    def counting_build(source: Path, out: Path, *, spec: str, offline: bool) -> Path:
+        with guard:
+            inside[0] += 1
+            most_inside[0] = max(most_inside[0], inside[0])
+        time.sleep(0.3)  # long enough for the other thread to arrive, if it may
+        out.mkdir(parents=True, exist_ok=True)
+        wheel = out / "dep-1.0-py3-none-any.whl"
+        wheel.write_bytes(b"wheel bytes")
+        with guard:
+            inside[0] -= 1
+        return wheel
+
+    monkeypatch.setattr(local_module, "_uv_build", counting_build)
+    start = threading.Barrier(2)
+
+    def build() -> list[tuple[str, Path]]:
+        start.wait()
+        return build_local_wheels([str(source)], cache_root=tmp_path / "cache")
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [future.result(timeout=20) for future in [pool.submit(build) for _ in "ab"]]
+
+    assert most_inside[0] == 1
+    assert results[0] == results[1]
