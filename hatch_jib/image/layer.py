@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
+from hatch_jib import cancel
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import BuildError
 
@@ -127,6 +128,7 @@ def _write_layer(
         with ParallelGzip(blob) as gz:
             tar = _TarStream(_HashingSink(gz, diff_hash))
             for entry in entries:
+                cancel.checkpoint()
                 _add(tar, entry, mtime, hashes)
             tar.close()
         size = blob.size
@@ -430,6 +432,7 @@ class _TarStream:
 def _selector_key(entries: list[LayerEntry], mtime: int, hashes: _ContentHashes) -> str:
     rows = []
     for entry in entries:
+        cancel.checkpoint()
         content = hashes.sha256(entry.source) if entry.kind == "file" and entry.source else ""
         rows.append([entry.path, entry.kind, entry.mode, entry.link_target or "", content])
     payload = {"format": FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}

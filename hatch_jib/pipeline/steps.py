@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from hatch_jib import cancel
 from hatch_jib.cache import BlobStore, file_digest
 from hatch_jib.config import Auth, JibConfig
 from hatch_jib.errors import BuildError, ConfigError
@@ -311,7 +312,8 @@ def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
         if missing:
             log.info("Downloading %d of %d base layers", len(missing), len(digests))
         with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="jib-pull") as pool:
-            list(pool.map(lambda digest: fetch_base_blob(base, digest, store), missing))
+            fetch = cancel.bind(lambda digest: fetch_base_blob(base, digest, store))
+            list(pool.map(fetch, missing))
 
     # The digest proves the bytes; the size must agree too, or our manifest would lie.
     for layer in base.manifest.layers:

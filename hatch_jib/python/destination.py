@@ -17,6 +17,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.records import Hash, RecordEntry
 from installer.utils import Scheme
 
+from hatch_jib import cancel
 from hatch_jib.python.install import without_file_references
 
 __all__ = ["StagingDestination"]
@@ -33,6 +34,7 @@ class StagingDestination(SchemeDictionaryDestination):
     def write_to_fs(
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
     ) -> RecordEntry:
+        cancel.checkpoint()
         # As pip does: whatever mode the zip recorded, a script is meant to be run.
         is_executable = is_executable or scheme == "scripts"
         if path.endswith(".dist-info/METADATA"):

@@ -20,6 +20,7 @@ from urllib.request import url2pathname
 
 import httpx
 
+from hatch_jib import cancel
 from hatch_jib.cache import BlobStore, BlobWriter
 from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch
@@ -374,7 +375,8 @@ def download(
         if len(wheels) == 1:
             return [_fetch(wheels[0], store, client, offline)]
         with ThreadPoolExecutor(max_workers=_DOWNLOAD_WORKERS) as pool:
-            return list(pool.map(lambda wheel: _fetch(wheel, store, client, offline), wheels))
+            fetch = cancel.bind(lambda wheel: _fetch(wheel, store, client, offline))
+            return list(pool.map(fetch, wheels))
 
 
 def _fetch(wheel: ResolvedWheel, store: BlobStore, client: httpx.Client, offline: bool) -> Path:
@@ -415,6 +417,7 @@ def _copy_into(wheel: ResolvedWheel, blob: BlobWriter, client: httpx.Client) -> 
         try:
             with open(path, "rb") as handle:
                 while chunk := handle.read(_CHUNK):
+                    cancel.checkpoint()
                     blob.write(chunk)
         except OSError as error:
             raise BuildError(
@@ -426,6 +429,7 @@ def _copy_into(wheel: ResolvedWheel, blob: BlobWriter, client: httpx.Client) -> 
         with client.stream("GET", wheel.url) as response:
             response.raise_for_status()
             for chunk in response.iter_bytes(_CHUNK):
+                cancel.checkpoint()
                 blob.write(chunk)
     except httpx.HTTPStatusError as error:
         raise BuildError(

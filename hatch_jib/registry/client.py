@@ -22,7 +22,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from hatch_jib import progress
+from hatch_jib import cancel, progress
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import DigestMismatch, MediaType, check_digest, sha256_digest
@@ -352,6 +352,7 @@ class RegistryClient:
             self._expect(response, (200,), f"GET {what}")
             with store.writer() as blob:
                 for chunk in response.iter_raw(_CHUNK):
+                    cancel.checkpoint()
                     blob.write(chunk)
                 try:
                     blob.commit(expected=digest)

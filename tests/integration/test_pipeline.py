@@ -10,13 +10,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from hatch_jib import progress
+from hatch_jib import cancel, progress
 from hatch_jib.build import build_project
+from hatch_jib.errors import BuildError
 from hatch_jib.pipeline import steps
 from tests.support.multiarch_base import push_multiarch_base
 from tests.support.registry import running_registry
@@ -232,7 +234,7 @@ def test_push_reports_each_blob_with_its_bytes_then_as_skipped_on_rebuild(
     assert {event.state for event in second} == {"checking", "skipped"}
 
 
-def test_platforms_of_one_build_are_built_side_by_side(tmp_path, monkeypatch, base_image):
+def two_platform_project(tmp_path: Path) -> Path:
     project = tmp_path / "two-platforms"
     (project / "two_platforms").mkdir(parents=True)
     (project / "two_platforms" / "__init__.py").write_text("")
@@ -242,6 +244,23 @@ def test_platforms_of_one_build_are_built_side_by_side(tmp_path, monkeypatch, ba
         '[project]\nname = "two-platforms"\nversion = "1.0"\n\n'
         '[tool.jib.from]\nplatforms = ["linux/amd64", "linux/arm64"]\n'
     )
+    return project
+
+
+def work_until_cancelled(stopped: list[str], name: str) -> None:
+    """Stand-in for a platform's long layer step: checkpoints until told to stop."""
+    try:
+        for _ in range(300):
+            cancel.checkpoint()
+            time.sleep(0.1)
+    except cancel.Cancelled:
+        stopped.append(name)
+        raise
+    raise AssertionError(f"nothing stopped the {name} build")
+
+
+def test_platforms_of_one_build_are_built_side_by_side(tmp_path, monkeypatch, base_image):
+    project = two_platform_project(tmp_path)
     # Each platform's layers wait here for the other's: one after the other, this breaks.
     both_started = threading.Barrier(2, timeout=30)
     real = steps.build_application_layers
@@ -294,3 +313,56 @@ def test_ctrl_c_stops_a_build_without_waiting_for_its_layers(tmp_path, monkeypat
 
     assert finished == []
     assert not (project / "dist" / "jib-image.json").exists()
+
+
+def test_a_failing_platform_stops_the_other_and_its_own_error_is_raised(
+    tmp_path, monkeypatch, base_image
+):
+    project = two_platform_project(tmp_path)
+    stopped: list[str] = []
+
+    def arm64_breaks(project, config, target, *args, **kwargs):
+        if target.architecture == "arm64":
+            raise BuildError("the arm64 layers broke", hint="a test")
+        work_until_cancelled(stopped, target.architecture)
+
+    monkeypatch.setattr(steps, "build_application_layers", arm64_breaks)
+    environ = {
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+        "JIB_FROM_IMAGE": push_multiarch_base(base_image),
+        "JIB_CONSOLE": "plain",
+    }
+
+    with pytest.raises(BuildError, match="the arm64 layers broke"):
+        build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))
+
+    assert stopped == ["amd64"]
+    assert not (project / "dist").exists()
+
+
+def test_ctrl_c_stops_every_platform_of_a_build(tmp_path, monkeypatch, base_image):
+    project = two_platform_project(tmp_path)
+    stopped: list[str] = []
+    both_working = threading.Barrier(3, timeout=30)
+
+    def long_layers(project, config, target, *args, **kwargs):
+        both_working.wait()
+        work_until_cancelled(stopped, target.architecture)
+
+    def press_ctrl_c():
+        both_working.wait()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    monkeypatch.setattr(steps, "build_application_layers", long_layers)
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    environ = {
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+        "JIB_FROM_IMAGE": push_multiarch_base(base_image),
+        "JIB_CONSOLE": "plain",
+    }
+
+    with pytest.raises(KeyboardInterrupt):
+        build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))
+
+    # The first platform builds in the interrupted thread; the other one was told to stop.
+    assert stopped == ["arm64"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hatch_jib import cancel
 from hatch_jib.cache import BlobStore
 from hatch_jib.image import layer as layer_module
 from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
@@ -138,3 +139,16 @@ def test_entry_that_climbs_out_of_the_image_root_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="not inside the image root"):
         build_layer(spec, BlobStore(tmp_path / "cache"))
+
+
+def test_a_cancelled_build_stops_writing_a_layer_and_leaves_nothing_behind(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    spec = _tree(tmp_path / "src", touch=500)
+    cancelled = threading.Event()
+    cancelled.set()
+
+    with cancel.scope(cancelled), pytest.raises(cancel.Cancelled):
+        build_layer(spec, store)
+
+    assert list(store.tmp_dir.iterdir()) == []
+    assert not build_layer(spec, store).reused
