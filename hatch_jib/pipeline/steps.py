@@ -453,8 +453,10 @@ class _InstallSetup:
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-# Bump when the same wheels would install to other bytes (installer, venv or split changes).
-_INSTALL_FORMAT = "1"
+# Bump when the same wheels would install to other bytes (installer, venv or split changes),
+# or when records written before may be wrong: 2 drops the resources records of builds that
+# wrote bytecode, which were all keyed as if the project had no resources.
+_INSTALL_FORMAT = "2"
 # Stands for "no project" when only the dependency layers are split out.
 _NOTHING = InstalledDist("", "", ())
 

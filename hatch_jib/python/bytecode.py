@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import posixpath
@@ -77,5 +78,6 @@ def _compile_dist(root: Path, dist: InstalledDist, suffix: str) -> InstalledDist
         written.append(pyc)
     if not written:
         return dist
-    files = tuple(sorted({*dist.files, *written}))
-    return InstalledDist(name=dist.name, version=dist.version, files=files)
+    # Everything else about the dist stays, above all what it left unwritten: the resources
+    # key is made of those files' hashes.
+    return dataclasses.replace(dist, files=tuple(sorted({*dist.files, *written})))

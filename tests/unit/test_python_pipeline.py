@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import sys
 import tarfile
 import textwrap
 from pathlib import Path
@@ -83,9 +84,11 @@ def _resource_project(root: Path) -> Path:
     return root
 
 
-def _layers(root: Path, store: BlobStore) -> dict[str, tuple[str, bool]]:
+def _layers(
+    root: Path, store: BlobStore, target: TargetProfile = TARGET
+) -> dict[str, tuple[str, bool]]:
     config = load_config({"from": {"image": "base"}}, project_root=root, environ={})
-    app = build_application_layers(load_project(root), config, TARGET, store, base_layers=1)
+    app = build_application_layers(load_project(root), config, target, store, base_layers=1)
     return {layer.name: (layer.digest, layer.reused) for layer in app.layers}
 
 
@@ -114,3 +117,22 @@ def test_code_change_reuses_resources_without_writing_them_and_matches_a_cold_bu
     assert rebuilt["code"] == (cold["code"][0], False)
     assert "__init__.py" in written
     assert not [name for name in written if name.startswith("item")]
+
+
+def test_resource_change_with_bytecode_on_rebuilds_resources_as_a_cold_build_does(
+    tmp_path: Path,
+) -> None:
+    # A target of this interpreter's version, so `bytecode = "auto"` writes pycs.
+    host = TargetProfile(
+        f"{sys.version_info.major}.{sys.version_info.minor}", "/usr/bin/python3", "amd64"
+    )
+    root = _resource_project(tmp_path / "app")
+    store = BlobStore(tmp_path / "cache")
+    first = _layers(root, store, host)
+    (root / "app/data/item3.txt").write_text("changed\n")
+
+    rebuilt = _layers(root, store, host)
+
+    cold = _layers(root, BlobStore(tmp_path / "cold-cache"), host)
+    assert rebuilt["resources"][0] == cold["resources"][0]
+    assert rebuilt["resources"][0] != first["resources"][0]
