@@ -12,7 +12,7 @@ import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -52,12 +52,18 @@ class LayerEntry:
     mode: int = 0o644
     source: Path | None = None
     link_target: str | None = None
+    data: bytes | None = field(default=None, repr=False)  # a file's bytes, when not on disk
 
     @classmethod
     def file(cls, path: str, source: Path, *, mode: int | None = None) -> LayerEntry:
         if mode is None:
             mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
         return cls(path.strip("/"), "file", mode, source=source)
+
+    @classmethod
+    def content(cls, path: str, data: bytes, *, mode: int = 0o644) -> LayerEntry:
+        """A file whose bytes are held in memory: the same tar entry as from a file."""
+        return cls(path.strip("/"), "file", mode, data=data)
 
     @classmethod
     def directory(cls, path: str, *, mode: int = 0o755) -> LayerEntry:
@@ -249,6 +255,10 @@ def _add(tar: _TarStream, entry: LayerEntry, mtime: int, hashes: _ContentHashes)
         link = entry.link_target or ""
         tar.write(tar_header(entry.path, entry.kind, entry.mode, 0, mtime, link))
         return
+    if entry.data is not None:
+        header = tar_header(entry.path, "file", entry.mode, len(entry.data), mtime)
+        tar.write(header + entry.data + _NUL_BLOCK[: -len(entry.data) % _BLOCK])
+        return
     assert entry.source is not None
 
     # Small files were read once, when the selector hashed them; larger ones stream again.
@@ -433,7 +443,11 @@ def _selector_key(entries: list[LayerEntry], mtime: int, hashes: _ContentHashes)
     rows = []
     for entry in entries:
         cancel.checkpoint()
-        content = hashes.sha256(entry.source) if entry.kind == "file" and entry.source else ""
+        content = ""
+        if entry.data is not None:
+            content = hashlib.sha256(entry.data).hexdigest()
+        elif entry.kind == "file" and entry.source:
+            content = hashes.sha256(entry.source)
         rows.append([entry.path, entry.kind, entry.mode, entry.link_target or "", content])
     payload = {"format": FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))

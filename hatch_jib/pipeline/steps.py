@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import subprocess
@@ -459,6 +460,8 @@ class _InstallSetup:
 _INSTALL_FORMAT = "2"
 # Stands for "no project" when only the dependency layers are split out.
 _NOTHING = InstalledDist("", "", ())
+# Resource bytes a project install may hold in memory instead of writing them out.
+_KEEP_RESOURCES = 64 << 20
 
 
 def _dependency_layers(
@@ -514,31 +517,47 @@ def _project_layers(
     if reused is not None:
         return reused
 
-    # The code alone first; RECORD still lists the resources, as a full install would.
-    code_only = _install_project(wheel, root, setup, write=is_code)
+    # The code alone first; RECORD still lists the resources, as a full install would, and
+    # the small ones are kept in memory in case their layer is new.
+    code_only = _install_project(wheel, root, setup, write=is_code, keep=_KEEP_RESOURCES)
     resources_key = setup.key("resources", [[str(x) for x in item] for item in code_only.unwritten])
     resources = _reuse_layers(store, resources_key)
     if resources is not None:
-        code = _build_project_specs(code_only, store, root, setup)
+        code = _build_project_specs(dataclasses.replace(code_only, kept=()), store, root, setup)
         layers = (*resources, *code)
         _remember(store, key, layers)
         return layers
 
-    # New resources: install everything into a tree of its own and build both layers.
-    full_root = root.parent / "project-root"
-    full_root.mkdir()
-    full = _install_project(wheel, full_root, setup, write=None)
-    layers = _build_project_specs(full, store, full_root, setup)
+    # New resources: tar them from memory if all were kept (writing thousands of small files
+    # only to read them back costs more than the tar), else install everything afresh.
+    if len(code_only.kept) == len(code_only.unwritten):
+        layers = _build_project_specs(code_only, store, root, setup)
+    else:
+        full_root = root.parent / "project-root"
+        full_root.mkdir()
+        full = _install_project(wheel, full_root, setup, write=None)
+        layers = _build_project_specs(full, store, full_root, setup)
     _remember(store, key, layers)
     _remember(store, resources_key, tuple(x for x in layers if x.name == "resources"))
     return layers
 
 
 def _install_project(
-    wheel: Path, root: Path, setup: _InstallSetup, *, write: Callable[[str], bool] | None
+    wheel: Path,
+    root: Path,
+    setup: _InstallSetup,
+    *,
+    write: Callable[[str], bool] | None,
+    keep: int = 0,
 ) -> InstalledDist:
     own = install_wheel(
-        wheel, filename=wheel.name, target=setup.target, root=root, venv=setup.venv, write=write
+        wheel,
+        filename=wheel.name,
+        target=setup.target,
+        root=root,
+        venv=setup.venv,
+        write=write,
+        keep=keep,
     )
     if setup.compile:
         [own] = compile_dists(root, [own])

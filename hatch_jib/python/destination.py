@@ -22,6 +22,8 @@ from hatch_jib.python.install import without_file_references
 
 __all__ = ["StagingDestination"]
 
+_KEEP_FILE = 256 * 1024
+
 
 @dataclass
 class StagingDestination(SchemeDictionaryDestination):
@@ -30,6 +32,9 @@ class StagingDestination(SchemeDictionaryDestination):
     written: set[str] = field(default_factory=set)
     write: Callable[[str], bool] | None = None
     unwritten: list[tuple[str, str, int, bool]] = field(default_factory=list)
+    # Bytes of unwritten files, each up to `_KEEP_FILE`, while `keep_budget` lasts.
+    keep_budget: int = 0
+    kept: dict[str, bytes] = field(default_factory=dict)
 
     def write_to_fs(
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
@@ -52,9 +57,17 @@ class StagingDestination(SchemeDictionaryDestination):
         """The RECORD entry installer would write for the file, without writing it."""
         digest = hashlib.sha256()
         size = 0
+        chunks: list[bytes] | None = [] if self.keep_budget > 0 else None
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
+            if chunks is not None and size <= min(_KEEP_FILE, self.keep_budget):
+                chunks.append(chunk)
+            else:
+                chunks = None
+        if chunks is not None:
+            self.kept[image_path] = b"".join(chunks)
+            self.keep_budget -= size
         self.unwritten.append((image_path, digest.hexdigest(), size, is_executable))
         encoded = base64.urlsafe_b64encode(digest.digest()).decode("ascii").rstrip("=")
         return RecordEntry(path, Hash(self.hash_algorithm, encoded), size)

@@ -7,7 +7,7 @@ import os
 import posixpath
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -41,6 +41,8 @@ class InstalledDist:
     files: tuple[str, ...]
     # Files left out by `install_wheel(write=...)`: (path, sha256 hex, size, executable).
     unwritten: tuple[tuple[str, str, int, bool], ...] = ()
+    # The bytes of those of them `install_wheel(keep=...)` held in memory: (path, bytes).
+    kept: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
 
 
 def venv_scheme(target: TargetProfile, venv: str = VENV) -> dict[str, str]:
@@ -63,13 +65,15 @@ def install_wheel(
     root: Path,
     venv: str = VENV,
     write: Callable[[str], bool] | None = None,
+    keep: int = 0,
 ) -> InstalledDist:
     """Install `wheel` (named `filename` on its index) into `root` + `venv` for `target`.
 
     The wheel may sit under any name, such as its digest in the blob store: installer reads
     the distribution name, version and tags from `filename` instead of the path. With `write`,
     only the image paths it accepts are written; the others are hashed into `unwritten`, and
-    RECORD still lists every file, as a full install would.
+    RECORD still lists every file, as a full install would; up to `keep` bytes of the
+    small ones among them are kept in memory, in `kept`.
     """
     # installer is imported only here: a build whose layers are all cached installs nothing.
     from installer import install
@@ -80,6 +84,7 @@ def install_wheel(
 
     destination = StagingDestination(
         write=write,
+        keep_budget=keep,
         scheme_dict=venv_scheme(target, venv),
         # The venv's own python: absolute, since distroless images have no /usr/bin/env.
         interpreter=f"{venv}/bin/python",
@@ -107,7 +112,8 @@ def install_wheel(
     files = tuple(sorted(destination.written))
     log.debug("installed %s %s (%d files)", name, version, len(files))
     unwritten = tuple(sorted(destination.unwritten))
-    return InstalledDist(name=name, version=version, files=files, unwritten=unwritten)
+    kept = tuple(sorted(destination.kept.items()))
+    return InstalledDist(name, version, files, unwritten=unwritten, kept=kept)
 
 
 def without_file_references(metadata: bytes) -> bytes:

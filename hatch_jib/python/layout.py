@@ -63,16 +63,22 @@ def split_layers(
         for name in sorted(big, key=canonicalize_name)
     ]
 
-    # The project's own files: code (and what describes it) on top, resources below.
-    code_paths = [path for path in project.files if is_code(path)]
-    resource_paths = [path for path in project.files if not is_code(path)]
+    # The project's own files: code (and what describes it) on top, resources below. Files
+    # the install held in memory go in as they are, with the mode they would have on disk.
+    executable = {path: flag for path, _, _, flag in project.unwritten}
+    project_entries = _entries(root, project.files) + [
+        LayerEntry.content(path, data, mode=0o755 if executable[path] else 0o644)
+        for path, data in project.kept
+    ]
+    code = [entry for entry in project_entries if is_code(entry.path)]
+    resources = [entry for entry in project_entries if not is_code(entry.path)]
 
     specs = [
         LayerSpec("dependencies", _sorted(dependency_entries)),
         *own,
         LayerSpec("local-dependencies", _sorted(_entries(root, _paths(local_dependencies)))),
-        LayerSpec("resources", _sorted(_entries(root, resource_paths))),
-        LayerSpec("code", _sorted(_entries(root, code_paths))),
+        LayerSpec("resources", _sorted(resources)),
+        LayerSpec("code", _sorted(code)),
     ]
     return [spec for spec in specs if spec.entries]
 

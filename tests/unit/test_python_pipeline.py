@@ -13,6 +13,7 @@ import pytest
 
 from hatch_jib.cache import BlobStore
 from hatch_jib.config import load_config
+from hatch_jib.pipeline import steps
 from hatch_jib.pipeline.steps import build_application_layers
 from hatch_jib.project import load_project
 from hatch_jib.python.target import TargetProfile
@@ -85,10 +86,14 @@ def _resource_project(root: Path) -> Path:
 
 
 def _layers(
-    root: Path, store: BlobStore, target: TargetProfile = TARGET
+    root: Path, store: BlobStore, target: TargetProfile = TARGET, *, keep: int | None = None
 ) -> dict[str, tuple[str, bool]]:
+    """The project's layers by name: (digest, reused); `keep` caps resources held in memory."""
     config = load_config({"from": {"image": "base"}}, project_root=root, environ={})
-    app = build_application_layers(load_project(root), config, target, store, base_layers=1)
+    with pytest.MonkeyPatch.context() as patch:
+        if keep is not None:
+            patch.setattr(steps, "_KEEP_RESOURCES", keep)
+        app = build_application_layers(load_project(root), config, target, store, base_layers=1)
     return {layer.name: (layer.digest, layer.reused) for layer in app.layers}
 
 
@@ -136,3 +141,28 @@ def test_resource_change_with_bytecode_on_rebuilds_resources_as_a_cold_build_doe
     cold = _layers(root, BlobStore(tmp_path / "cold-cache"), host)
     assert rebuilt["resources"][0] == cold["resources"][0]
     assert rebuilt["resources"][0] != first["resources"][0]
+
+
+def test_cold_build_tars_small_resources_from_memory_into_the_same_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _resource_project(tmp_path / "app")
+    (root / "app/data/run.sh").write_text("#!/bin/sh\necho run\n")
+    (root / "app/data/run.sh").chmod(0o755)
+    from_disk = _layers(root, BlobStore(tmp_path / "disk-cache"), keep=0)
+    written: list[str] = []
+    real_open = Path.open
+    monkeypatch.setattr(
+        Path,
+        "open",
+        lambda self, mode="r", *a, **k: (
+            (written.append(self.name) if "w" in mode else None) or real_open(self, mode, *a, **k)
+        ),
+    )
+
+    from_memory = _layers(root, BlobStore(tmp_path / "memory-cache"))
+
+    monkeypatch.undo()
+    assert from_memory == from_disk
+    assert "__init__.py" in written
+    assert not [name for name in written if name.startswith("item") or name == "run.sh"]
