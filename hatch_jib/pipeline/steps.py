@@ -455,8 +455,9 @@ class _InstallSetup:
 
 # Bump when the same wheels would install to other bytes (installer, venv or split changes),
 # or when records written before may be wrong: 2 drops the resources records of builds that
-# wrote bytecode, which were all keyed as if the project had no resources.
-_INSTALL_FORMAT = "2"
+# wrote bytecode, which were all keyed as if the project had no resources; 3 drops the
+# dependency records of local wheels rebuilt in place, which were installed from the old wheel.
+_INSTALL_FORMAT = "3"
 # Stands for "no project" when only the dependency layers are split out.
 _NOTHING = InstalledDist("", "", ())
 

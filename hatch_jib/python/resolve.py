@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 import httpx
 
 from hatch_jib import cancel
-from hatch_jib.cache import BlobStore, BlobWriter
+from hatch_jib.cache import BlobStore, BlobWriter, file_digest
 from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch
 from hatch_jib.python.target import TargetProfile
@@ -111,8 +111,14 @@ def resolve(
     key = _record_key(requirements, target, platform, [*options, *_uv_settings(cwd)])
     record = store.read_record(_RECORD_KIND, key)
     if record is not None:
-        log.info("Reusing the resolution of %d requirement(s) for %s", len(requirements), platform)
-        return [ResolvedWheel(**wheel) for wheel in record["wheels"]]
+        cached = [ResolvedWheel(**wheel) for wheel in record["wheels"]]
+        # A local wheel rebuilt in place keeps its URL: its old hash would fetch the old blob.
+        if all(_local_file_unchanged(wheel) for wheel in cached):
+            log.info(
+                "Reusing the resolution of %d requirement(s) for %s", len(requirements), platform
+            )
+            return cached
+        log.info("A local wheel changed since its resolution for %s: resolving again", platform)
 
     # Ask uv for a pylock.toml that lists, for this target alone, each wheel to install.
     log.info("Resolving %d requirement(s) for %s", len(requirements), platform)
@@ -121,6 +127,18 @@ def resolve(
 
     store.write_record(_RECORD_KIND, key, {"wheels": [asdict(wheel) for wheel in wheels]})
     return wheels
+
+
+def _local_file_unchanged(wheel: ResolvedWheel) -> bool:
+    """Whether a `file:` wheel still has the sha256 it was resolved with (others always do)."""
+    parts = urlsplit(wheel.url)
+    if parts.scheme != "file" or not wheel.sha256:
+        return True
+    path = Path(url2pathname(parts.path))
+    try:
+        return file_digest(path) == f"sha256:{wheel.sha256}"
+    except OSError:
+        return False
 
 
 def _index_arguments(environ: Mapping[str, str]) -> list[str]:

@@ -136,3 +136,49 @@ def test_resource_change_with_bytecode_on_rebuilds_resources_as_a_cold_build_doe
     cold = _layers(root, BlobStore(tmp_path / "cold-cache"), host)
     assert rebuilt["resources"][0] == cold["resources"][0]
     assert rebuilt["resources"][0] != first["resources"][0]
+
+
+def _layer_file(store: BlobStore, digest: str, path: str) -> bytes:
+    data = gzip.decompress(store.read_bytes(digest))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.extractfile(path)
+        assert member is not None
+        return member.read()
+
+
+def test_wheel_rebuilt_in_place_in_the_project_installs_its_new_content_as_a_cold_build_does(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "app"
+    (root / "app").mkdir(parents=True)
+    (root / "wheels").mkdir()
+    (root / "app/__init__.py").write_text("")
+    (root / "app/__main__.py").write_text("print('hi')\n")
+    build_wheel(root / "wheels", "vendored", "1.0", {"vendored/__init__.py": "V = 1\n"})
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+            [project]
+            name = "app"
+            version = "1.0"
+            dependencies = ["vendored @ {root:uri}/wheels/vendored-1.0-py3-none-any.whl"]
+            [tool.hatch.metadata]
+            allow-direct-references = true
+            """
+        )
+    )
+    store = BlobStore(tmp_path / "cache")
+    _layers(root, store)
+    # The same file name, new content: the requirement text does not change.
+    build_wheel(root / "wheels", "vendored", "1.0", {"vendored/__init__.py": "V = 2\n"})
+
+    rebuilt = _layers(root, store)
+
+    cold_store = BlobStore(tmp_path / "cold-cache")
+    cold = _layers(root, cold_store)
+    path = "app/.venv/lib/python3.11/site-packages/vendored/__init__.py"
+    assert _layer_file(store, rebuilt["local-dependencies"][0], path) == b"V = 2\n"
+    assert rebuilt["local-dependencies"][0] == cold["local-dependencies"][0]
