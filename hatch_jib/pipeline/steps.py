@@ -456,8 +456,9 @@ class _InstallSetup:
 # Bump when the same wheels would install to other bytes (installer, venv or split changes),
 # or when records written before may be wrong: 2 drops the resources records of builds that
 # wrote bytecode, which were all keyed as if the project had no resources; 3 drops the
-# dependency records of local wheels rebuilt in place, which were installed from the old wheel.
-_INSTALL_FORMAT = "3"
+# dependency records of local wheels rebuilt in place, which were installed from the old wheel;
+# 4 drops records of builds run with `python -O`, whose optimized pycs were keyed as plain ones.
+_INSTALL_FORMAT = "4"
 # Stands for "no project" when only the dependency layers are split out.
 _NOTHING = InstalledDist("", "", ())
 

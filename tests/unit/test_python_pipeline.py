@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import subprocess
 import sys
 import tarfile
 import textwrap
@@ -19,6 +21,10 @@ from hatch_jib.python.target import TargetProfile
 from tests.unit.data.python.wheels import build_wheel
 
 TARGET = TargetProfile("3.11", "/usr/bin/python3.11", "amd64", libc_version="2.36")
+# A target of this interpreter's version, so `bytecode = "auto"` writes pycs.
+HOST = TargetProfile(
+    f"{sys.version_info.major}.{sys.version_info.minor}", "/usr/bin/python3", "amd64"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -182,3 +188,32 @@ def test_wheel_rebuilt_in_place_in_the_project_installs_its_new_content_as_a_col
     path = "app/.venv/lib/python3.11/site-packages/vendored/__init__.py"
     assert _layer_file(store, rebuilt["local-dependencies"][0], path) == b"V = 2\n"
     assert rebuilt["local-dependencies"][0] == cold["local-dependencies"][0]
+
+
+def _code_layer_under_optimize(root: Path, cache: Path) -> str:
+    """The `code` layer digest of a build run by `python -O`, in a process of its own."""
+    script = (
+        "import sys; from pathlib import Path; from hatch_jib.cache import BlobStore; "
+        "from tests.unit.test_python_pipeline import HOST, _layers; "
+        "print(_layers(Path(sys.argv[1]), BlobStore(Path(sys.argv[2])), HOST)['code'][0])"
+    )
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run(
+        [sys.executable, "-O", "-c", script, str(root), str(cache)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def test_build_under_python_optimize_has_the_code_layer_of_a_cold_build(tmp_path: Path) -> None:
+    root = _resource_project(tmp_path / "app")
+    first = _layers(root, BlobStore(tmp_path / "cache"), HOST)
+
+    rebuilt = _code_layer_under_optimize(root, tmp_path / "cache")
+
+    cold = _code_layer_under_optimize(root, tmp_path / "cold-cache")
+    assert rebuilt == cold == first["code"][0]
