@@ -335,7 +335,9 @@ def detect_target_profile(
     The layers are read only when the config and overrides leave the Python version or the
     libc open, so a registry build over a `python:*` base with a libc override downloads none.
     """
-    key = json.dumps([base.manifest_digest, repr(overrides)])
+    from hatch_jib import __version__
+
+    key = json.dumps([_TARGET_FORMAT, __version__, base.manifest_digest, repr(overrides)])
     record = store.read_record("targets", key)
     if record:
         target = TargetProfile(**record)
@@ -354,6 +356,12 @@ def detect_target_profile(
     )
     store.write_record("targets", key, target.__dict__)
     return target
+
+
+# Bump when the same base and overrides may be detected as another target, or records written
+# before may be wrong: 2 drops targets whose python.version the base lacks, which older
+# builds recorded with an interpreter the image does not have instead of refusing them.
+_TARGET_FORMAT = "2"
 
 
 def _config_says_enough(config: dict[str, Any], overrides: PythonOverrides) -> bool:
