@@ -336,7 +336,9 @@ def detect_target_profile(
     The layers are read only when the config and overrides leave the Python version or the
     libc open, so a registry build over a `python:*` base with a libc override downloads none.
     """
-    key = json.dumps([base.manifest_digest, repr(overrides)])
+    from hatch_jib import __version__
+
+    key = json.dumps([_TARGET_FORMAT, __version__, base.manifest_digest, repr(overrides)])
     record = store.read_record("targets", key)
     if record:
         target = TargetProfile(**record)
@@ -355,6 +357,12 @@ def detect_target_profile(
     )
     store.write_record("targets", key, target.__dict__)
     return target
+
+
+# Bump when the same base and overrides may be detected as another target, or records written
+# before may be wrong: 2 drops targets whose python.version the base lacks, which older
+# builds recorded with an interpreter the image does not have instead of refusing them.
+_TARGET_FORMAT = "2"
 
 
 def _config_says_enough(config: dict[str, Any], overrides: PythonOverrides) -> bool:
@@ -456,8 +464,10 @@ class _InstallSetup:
 
 # Bump when the same wheels would install to other bytes (installer, venv or split changes),
 # or when records written before may be wrong: 2 drops the resources records of builds that
-# wrote bytecode, which were all keyed as if the project had no resources.
-_INSTALL_FORMAT = "2"
+# wrote bytecode, which were all keyed as if the project had no resources; 3 drops the
+# dependency records of local wheels rebuilt in place, which were installed from the old wheel;
+# 4 drops records of builds run with `python -O`, whose optimized pycs were keyed as plain ones.
+_INSTALL_FORMAT = "4"
 # Stands for "no project" when only the dependency layers are split out.
 _NOTHING = InstalledDist("", "", ())
 # Resource bytes a project install may hold in memory instead of writing them out.

@@ -48,8 +48,10 @@ def compile_dists(root: Path, dists: Sequence[InstalledDist]) -> list[InstalledD
 
     The pycs are unchecked-hash based, so they carry no source mtime, and their `co_filename`
     is the path in the image, so tracebacks show /app/.venv/... instead of the build's tree.
+    They are the plain, unoptimized ones the image's Python loads by default, whether or not
+    this build runs with `-O` or `PYTHONOPTIMIZE`.
     """
-    suffix = importlib.util.cache_from_source("x.py").rpartition("x")[2]
+    suffix = importlib.util.cache_from_source("x.py", optimization="").rpartition("x")[2]
     return [_compile_dist(root, dist, suffix) for dist in dists]
 
 
@@ -68,6 +70,7 @@ def _compile_dist(root: Path, dist: InstalledDist, suffix: str) -> InstalledDist
                 cfile=str(root / pyc),
                 dfile=posixpath.join("/", path),
                 doraise=True,
+                optimize=0,
                 invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
             )
         except py_compile.PyCompileError as error:

@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 import httpx
 
 from hatch_jib import cancel
-from hatch_jib.cache import BlobStore, BlobWriter
+from hatch_jib.cache import BlobStore, BlobWriter, file_digest
 from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch
 from hatch_jib.python.target import TargetProfile
@@ -36,7 +36,7 @@ __all__ = ["ResolvedWheel", "download", "resolve", "uv_binary"]
 log = logging.getLogger(__name__)
 
 _RECORD_KIND = "resolutions"
-_RECORD_FORMAT = 1  # bump when the record's shape or meaning changes
+_RECORD_FORMAT = 2  # bump when the record's shape or meaning changes
 _DOWNLOAD_WORKERS = 4
 _CHUNK = 1 << 20
 # find_uv_bin reads sysconfig, which before Python 3.12 fills its variables on first use
@@ -44,18 +44,15 @@ _CHUNK = 1 << 20
 _UV_LOOKUP = threading.Lock()
 _TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 
-# uv reads these itself; they change what it resolves, so they key the cached resolution.
-_UV_INDEX_ENV = (
-    "UV_INDEX",
-    "UV_DEFAULT_INDEX",
-    "UV_INDEX_URL",
-    "UV_EXTRA_INDEX_URL",
-    "UV_FIND_LINKS",
-    "UV_NO_INDEX",
-    "UV_INDEX_STRATEGY",
-    "UV_PRERELEASE",
-    "UV_EXCLUDE_NEWER",
+# uv reads its own variables, and many change what it resolves (UV_INDEX_URL, UV_RESOLUTION,
+# UV_CONSTRAINT, ...): all key the cached resolution but these, which change how uv works and
+# not its answer, so that a per-job cache directory or a rotating token keeps the record.
+_UV_ENV_IGNORED = re.compile(
+    r"UV_(?:CACHE_DIR|NO_CACHE|NO_PROGRESS|CONCURRENT_\w+|HTTP_TIMEOUT|REQUEST_TIMEOUT"
+    r"|HTTP_RETRIES|LOG_CONTEXT|\w+_USERNAME|\w+_PASSWORD|\w+_TOKEN)"
 )
+# uv variables that name files it reads: their content keys the record too.
+_UV_FILE_ENV = ("UV_CONSTRAINT", "UV_OVERRIDE", "UV_CONFIG_FILE")
 # pip's variables, which uv ignores: each becomes a uv option unless uv's own variable is set.
 _PIP_INDEX_ENV = {
     "PIP_INDEX_URL": ("--index-url", ("UV_INDEX_URL", "UV_DEFAULT_INDEX")),
@@ -108,11 +105,17 @@ def resolve(
     index_args = _index_arguments(os.environ)
     options = [*index_args, "--no-deps"] if no_deps else index_args
     cwd = project_root or Path.cwd()
-    key = _record_key(requirements, target, platform, [*options, *_uv_settings(cwd)])
+    key = _record_key(requirements, target, platform, [*options, *_uv_settings(cwd, os.environ)])
     record = store.read_record(_RECORD_KIND, key)
     if record is not None:
-        log.info("Reusing the resolution of %d requirement(s) for %s", len(requirements), platform)
-        return [ResolvedWheel(**wheel) for wheel in record["wheels"]]
+        cached = [ResolvedWheel(**wheel) for wheel in record["wheels"]]
+        # A local wheel rebuilt in place keeps its URL: its old hash would fetch the old blob.
+        if all(_local_file_unchanged(wheel) for wheel in cached):
+            log.info(
+                "Reusing the resolution of %d requirement(s) for %s", len(requirements), platform
+            )
+            return cached
+        log.info("A local wheel changed since its resolution for %s: resolving again", platform)
 
     # Ask uv for a pylock.toml that lists, for this target alone, each wheel to install.
     log.info("Resolving %d requirement(s) for %s", len(requirements), platform)
@@ -121,6 +124,18 @@ def resolve(
 
     store.write_record(_RECORD_KIND, key, {"wheels": [asdict(wheel) for wheel in wheels]})
     return wheels
+
+
+def _local_file_unchanged(wheel: ResolvedWheel) -> bool:
+    """Whether a `file:` wheel still has the sha256 it was resolved with (others always do)."""
+    parts = urlsplit(wheel.url)
+    if parts.scheme != "file" or not wheel.sha256:
+        return True
+    path = Path(url2pathname(parts.path))
+    try:
+        return file_digest(path) == f"sha256:{wheel.sha256}"
+    except OSError:
+        return False
 
 
 def _index_arguments(environ: Mapping[str, str]) -> list[str]:
@@ -135,8 +150,28 @@ def _index_arguments(environ: Mapping[str, str]) -> list[str]:
     return args
 
 
-def _uv_settings(directory: Path) -> list[str]:
-    """The uv configuration `uv pip` reads in `directory`, as text for the record key."""
+def _uv_settings(directory: Path, environ: Mapping[str, str]) -> list[str]:
+    """The uv configuration `uv pip` reads in `directory`, as text for the record key.
+
+    That is the nearest `uv.toml` or `[tool.uv]` in `directory` or a parent, the user's and
+    the system's `uv.toml`, and the files uv's variables name.
+    """
+    settings = []
+    for parent in (directory, *directory.parents):
+        found = _project_uv_settings(parent)
+        if found:
+            settings += found
+            break
+    for path in _uv_config_files(environ):
+        settings.append(f"{path}:{_file_text(path)}")
+    for name in _UV_FILE_ENV:
+        for value in environ.get(name, "").split():
+            path = directory / value
+            settings.append(f"{name}={value}:{_file_text(path)}")
+    return settings
+
+
+def _project_uv_settings(directory: Path) -> list[str]:
     settings = []
     for name in ("uv.toml", "pyproject.toml"):
         try:
@@ -149,6 +184,20 @@ def _uv_settings(directory: Path) -> list[str]:
     return settings
 
 
+def _uv_config_files(environ: Mapping[str, str]) -> list[Path]:
+    """Where uv looks for the user's and the system's `uv.toml`."""
+    user = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    system = (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(os.pathsep)
+    return [Path(base, "uv", "uv.toml") for base in (user, *system, "/etc")]
+
+
+def _file_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def _record_key(
     requirements: Sequence[str], target: TargetProfile, platform: str, index_args: list[str]
 ) -> str:
@@ -159,7 +208,11 @@ def _record_key(
         "implementation": target.implementation,
         "platform": platform,
         "uv": _uv_version(),
-        "index_env": {name: os.environ.get(name, "") for name in _UV_INDEX_ENV},
+        "uv_env": {
+            name: value
+            for name, value in os.environ.items()
+            if name.startswith("UV_") and not _UV_ENV_IGNORED.fullmatch(name)
+        },
         "index_args": index_args,
     }
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import subprocess
 import sys
 import tarfile
 import textwrap
@@ -20,6 +22,10 @@ from hatch_jib.python.target import TargetProfile
 from tests.unit.data.python.wheels import build_wheel
 
 TARGET = TargetProfile("3.11", "/usr/bin/python3.11", "amd64", libc_version="2.36")
+# A target of this interpreter's version, so `bytecode = "auto"` writes pycs.
+HOST = TargetProfile(
+    f"{sys.version_info.major}.{sys.version_info.minor}", "/usr/bin/python3", "amd64"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -166,3 +172,78 @@ def test_cold_build_tars_small_resources_from_memory_into_the_same_layers(
     assert from_memory == from_disk
     assert "__init__.py" in written
     assert not [name for name in written if name.startswith("item") or name == "run.sh"]
+
+
+def _layer_file(store: BlobStore, digest: str, path: str) -> bytes:
+    data = gzip.decompress(store.read_bytes(digest))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.extractfile(path)
+        assert member is not None
+        return member.read()
+
+
+def test_wheel_rebuilt_in_place_in_the_project_installs_its_new_content_as_a_cold_build_does(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "app"
+    (root / "app").mkdir(parents=True)
+    (root / "wheels").mkdir()
+    (root / "app/__init__.py").write_text("")
+    (root / "app/__main__.py").write_text("print('hi')\n")
+    build_wheel(root / "wheels", "vendored", "1.0", {"vendored/__init__.py": "V = 1\n"})
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+            [project]
+            name = "app"
+            version = "1.0"
+            dependencies = ["vendored @ {root:uri}/wheels/vendored-1.0-py3-none-any.whl"]
+            [tool.hatch.metadata]
+            allow-direct-references = true
+            """
+        )
+    )
+    store = BlobStore(tmp_path / "cache")
+    _layers(root, store)
+    # The same file name, new content: the requirement text does not change.
+    build_wheel(root / "wheels", "vendored", "1.0", {"vendored/__init__.py": "V = 2\n"})
+
+    rebuilt = _layers(root, store)
+
+    cold_store = BlobStore(tmp_path / "cold-cache")
+    cold = _layers(root, cold_store)
+    path = "app/.venv/lib/python3.11/site-packages/vendored/__init__.py"
+    assert _layer_file(store, rebuilt["local-dependencies"][0], path) == b"V = 2\n"
+    assert rebuilt["local-dependencies"][0] == cold["local-dependencies"][0]
+
+
+def _code_layer_under_optimize(root: Path, cache: Path) -> str:
+    """The `code` layer digest of a build run by `python -O`, in a process of its own."""
+    script = (
+        "import sys; from pathlib import Path; from hatch_jib.cache import BlobStore; "
+        "from tests.unit.test_python_pipeline import HOST, _layers; "
+        "print(_layers(Path(sys.argv[1]), BlobStore(Path(sys.argv[2])), HOST)['code'][0])"
+    )
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run(
+        [sys.executable, "-O", "-c", script, str(root), str(cache)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def test_build_under_python_optimize_has_the_code_layer_of_a_cold_build(tmp_path: Path) -> None:
+    root = _resource_project(tmp_path / "app")
+    first = _layers(root, BlobStore(tmp_path / "cache"), HOST)
+
+    rebuilt = _code_layer_under_optimize(root, tmp_path / "cache")
+
+    cold = _code_layer_under_optimize(root, tmp_path / "cold-cache")
+    assert rebuilt == cold == first["code"][0]

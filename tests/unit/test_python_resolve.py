@@ -233,3 +233,62 @@ def test_platforms_looking_for_uv_at_once_both_find_it(monkeypatch: pytest.Monke
         found = [future.result() for future in [pool.submit(find), pool.submit(find)]]
 
     assert found == [uv.find_uv_bin()] * 2
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose only index is a find-links directory with thing 1.0 and 2.0, and whose
+    uv reads an empty constraints file."""
+    links = tmp_path / "links"
+    links.mkdir()
+    for version in ("1.0", "2.0"):
+        build_wheel(links, "thing", version, {"thing/__init__.py": f"V = {version!r}\n"})
+    monkeypatch.delenv("UV_INDEX_URL")
+    monkeypatch.setenv("UV_NO_INDEX", "1")
+    monkeypatch.setenv("UV_FIND_LINKS", str(links))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    project = tmp_path / "workspace/project"
+    project.mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\n')
+    (project / "constraints.txt").write_text("\n")
+    monkeypatch.setenv("UV_CONSTRAINT", "constraints.txt")
+    return project
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+_LOWEST = '[pip]\nresolution = "lowest"\n'
+# Each makes uv choose thing 1.0 instead of 2.0 for the same requirement.
+_UV_SETTING_CHANGES = {
+    "UV_RESOLUTION": lambda project, env: env.setenv("UV_RESOLUTION", "lowest"),
+    "UV_CONSTRAINT": lambda project, env: (
+        _write(project / "below-2.txt", "thing<2\n"),
+        env.setenv("UV_CONSTRAINT", "below-2.txt"),
+    ),
+    "constraints content": lambda project, env: _write(project / "constraints.txt", "thing<2\n"),
+    "UV_CONFIG_FILE": lambda project, env: (
+        _write(project / "lowest.toml", _LOWEST),
+        env.setenv("UV_CONFIG_FILE", str(project / "lowest.toml")),
+    ),
+    "uv.toml in a parent": lambda project, env: _write(project.parent / "uv.toml", _LOWEST),
+    "user uv.toml": lambda project, env: _write(project.parents[1] / "config/uv/uv.toml", _LOWEST),
+}
+
+
+@pytest.mark.parametrize("change", list(_UV_SETTING_CHANGES))
+def test_a_changed_uv_setting_resolves_again_as_a_cold_build_does(
+    two_versions: Path, store: BlobStore, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    project = two_versions
+    [first] = resolve(["thing"], DEBIAN_311, store=store, project_root=project)
+    _UV_SETTING_CHANGES[change](project, monkeypatch)
+
+    [again] = resolve(["thing"], DEBIAN_311, store=store, project_root=project)
+
+    cold_store = BlobStore(project.parents[1] / "cold-cache")
+    [cold] = resolve(["thing"], DEBIAN_311, store=cold_store, project_root=project)
+    assert first.version == "2.0"
+    assert again.version == cold.version == "1.0"

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import tarfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from hatch_jib.cache import BlobStore
 from hatch_jib.errors import BuildError, ConfigError
+from hatch_jib.image.descriptor import Descriptor, MediaType
+from hatch_jib.image.manifest import Manifest
+from hatch_jib.image.platform import Platform
+from hatch_jib.image.reference import parse_reference
+from hatch_jib.pipeline.steps import BaseImage, detect_target_profile
 from hatch_jib.python.target import PythonOverrides, TargetProfile, detect_target
+from hatch_jib.registry.client import RegistryClient
 
 DPKG_STATUS = """\
 Package: base-files
@@ -251,3 +260,32 @@ def test_python_platform_for_an_architecture_uv_cannot_target_is_a_build_error()
 
     with pytest.raises(BuildError, match="linux/arm"):
         target.python_platform()
+
+
+def test_target_recorded_by_an_older_hatch_jib_is_detected_again(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "cache")
+    layer = make_layer(
+        tmp_path / "debian.tar.gz",
+        {"usr/bin/python3.11": b"\x7fELF", "var/lib/dpkg/status": DPKG_STATUS},
+    )
+    digest = store.put_file(layer)
+    manifest = Manifest(
+        MediaType.OCI_MANIFEST,
+        Descriptor(MediaType.OCI_CONFIG, "sha256:" + "0" * 64, 2),
+        (Descriptor(MediaType.OCI_LAYER_GZIP, digest, layer.stat().st_size),),
+    )
+    base = BaseImage(
+        parse_reference("example.com/base:1"),
+        cast(RegistryClient, None),
+        manifest,
+        "sha256:" + "1" * 64,
+        {"config": {}},
+        Platform("linux", "amd64"),
+    )
+    overrides = PythonOverrides(version="3.12")
+    # Before python.version had to exist in the base, this base was recorded as this target.
+    old_key = json.dumps([base.manifest_digest, repr(overrides)])
+    store.write_record("targets", old_key, TargetProfile("3.12", "/usr/bin/python3.12").__dict__)
+
+    with pytest.raises(BuildError, match=r"base image has no python3\.12"):
+        detect_target_profile(base, store, overrides)
