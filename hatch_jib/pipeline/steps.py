@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import subprocess
@@ -456,10 +457,16 @@ class _InstallSetup:
             "mtime": self.mtime,
             # Bytecode comes from this interpreter, so its exact version is an input.
             "bytecode": sys.version if self.compile else None,
+            # installer writes the files, RECORD and scripts: another version, other bytes.
+            "installer": _installer_version(),
             "own-layer-size": self.own_layer_size,
             "spare-layers": self.spare_layers,
         }
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def _installer_version() -> str:
+    return importlib.metadata.version("installer")
 
 
 # Bump when the same wheels would install to other bytes (installer, venv or split changes),

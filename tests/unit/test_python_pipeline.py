@@ -10,6 +10,7 @@ import sys
 import tarfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,3 +248,26 @@ def test_build_under_python_optimize_has_the_code_layer_of_a_cold_build(tmp_path
 
     cold = _code_layer_under_optimize(root, tmp_path / "cold-cache")
     assert rebuilt == cold == first["code"][0]
+
+
+def test_another_installer_version_installs_again_instead_of_reusing_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _resource_project(tmp_path / "app")
+    store = BlobStore(tmp_path / "cache")
+    _layers(root, store)
+    installed: list[str] = []
+    real_install = steps.install_wheel
+
+    def counting_install(wheel: Path, **kwargs: Any) -> Any:
+        installed.append(kwargs["filename"])
+        return real_install(wheel, **kwargs)
+
+    monkeypatch.setattr(steps, "install_wheel", counting_install)
+    _layers(root, store)
+    assert installed == []  # the same installer: everything reused
+    monkeypatch.setattr(steps, "_installer_version", lambda: "999.0")
+
+    _layers(root, store)
+
+    assert [name.split("-")[0] for name in installed] == ["app"]
