@@ -406,8 +406,12 @@ def build_application_layers(
         wheel = wheel or build_wheel(project, Path(scratch) / "wheel")
 
         # Dependencies, then our own wheel, then extra directories on top, one layer each.
+        # The project installs into a tree of its own: whether or not the dependencies were
+        # installed just now, a file both ship is the project's, as with pip.
         dependencies = _dependency_layers(project, config, store, root, setup)
-        own = _project_layers(wheel, store, root, setup)
+        project_root = Path(scratch) / "project"
+        project_root.mkdir()
+        own = _project_layers(wheel, store, project_root, setup)
         extra = tuple(build_layer(spec, store, mtime=setup.mtime) for spec in extras)
         layers = (*dependencies, *own, *extra)
         entrypoint = choose_entrypoint(project, config, venv, main_module(wheel))
@@ -555,7 +559,7 @@ def _project_layers(
     if len(code_only.kept) == len(code_only.unwritten):
         layers = _build_project_specs(code_only, store, root, setup)
     else:
-        full_root = root.parent / "project-root"
+        full_root = root.parent / "project-full"
         full_root.mkdir()
         full = _install_project(wheel, full_root, setup, write=None)
         layers = _build_project_specs(full, store, full_root, setup)

@@ -271,3 +271,41 @@ def test_another_installer_version_installs_again_instead_of_reusing_layers(
     _layers(root, store)
 
     assert [name.split("-")[0] for name in installed] == ["app"]
+
+
+def test_a_project_file_a_dependency_also_ships_is_the_projects_cold_or_warm(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "app"
+    (root / "app").mkdir(parents=True)
+    (root / "wheels").mkdir()
+    (root / "app/__init__.py").write_text("OWNER = 'project'\n")
+    (root / "app/__main__.py").write_text("print('hi')\n")
+    build_wheel(root / "wheels", "clash", "1.0", {"app/__init__.py": "OWNER = 'clash'\n"})
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+            [project]
+            name = "app"
+            version = "1.0"
+            dependencies = ["clash @ {root:uri}/wheels/clash-1.0-py3-none-any.whl"]
+            [tool.hatch.metadata]
+            allow-direct-references = true
+            """
+        )
+    )
+    store = BlobStore(tmp_path / "cache")
+    init = "app/.venv/lib/python3.11/site-packages/app/__init__.py"
+
+    # As pip does, the project's own file wins: it sits in a layer above the dependencies'.
+    cold = _layers(root, store)
+    (root / "app/__main__.py").write_text("print('changed')\n")
+    warm = _layers(root, store)
+
+    fresh = _layers(root, BlobStore(tmp_path / "fresh-cache"))
+    assert _layer_file(store, cold["code"][0], init) == b"OWNER = 'project'\n"
+    assert warm["dependencies"][1] and not warm["code"][1]
+    assert warm["code"][0] == fresh["code"][0]
