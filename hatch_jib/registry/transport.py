@@ -142,6 +142,7 @@ class Transport:
         self._verify_tls = True
         self._client = self._new_client(verify=True)
         self._unverified: httpx.Client | None = None
+        self._unverified_lock = threading.Lock()
         known = options.hosts.get(registry)
         if known is not None:
             self._scheme, self._verify_tls = known
@@ -350,9 +351,11 @@ class Transport:
         )
 
     def _unverified_client(self) -> httpx.Client:
-        if self._unverified is None:
-            self._unverified = self._new_client(verify=False)
-        return self._unverified
+        # Its own lock: the probe asks for this client while holding `_lock`.
+        with self._unverified_lock:
+            if self._unverified is None:
+                self._unverified = self._new_client(verify=False)
+            return self._unverified
 
     def close(self) -> None:
         self._client.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -174,3 +176,30 @@ def test_upload_chunk_size_must_be_a_positive_integer(tmp_path: Path, value: obj
         load_config(table, project_root=tmp_path, environ={})
 
     assert "`tool.jib.upload-chunk-size` must be a positive integer" in caught.value.message
+
+
+def test_threads_asking_at_once_for_the_unverified_client_share_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transport = Transport("127.0.0.1:5000", TransportOptions())
+    made: list[httpx.Client] = []
+    second_arrived = threading.Event()
+    real_new_client = transport._new_client
+
+    def slow_new_client(*, verify: bool) -> httpx.Client:
+        client = real_new_client(verify=verify)
+        made.append(client)
+        if len(made) == 1:
+            # The first maker waits a little for a second one: unguarded, both make a client.
+            second_arrived.wait(0.5)
+        else:
+            second_arrived.set()
+        return client
+
+    monkeypatch.setattr(transport, "_new_client", slow_new_client)
+    with ThreadPoolExecutor(2) as pool:
+        clients = list(pool.map(lambda _: transport._unverified_client(), range(2)))
+
+    assert clients[0] is clients[1]
+    assert len(made) == 1
+    transport.close()
