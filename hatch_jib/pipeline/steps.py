@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -326,7 +329,48 @@ def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
                 f"its manifest says {layer.size}",
                 hint="the base image's manifest is wrong; choose another base image or tag",
             )
+    _check_diff_ids(base, store)
     return [store.path(digest) for digest in digests]
+
+
+def _check_diff_ids(base: BaseImage, store: BlobStore) -> None:
+    """Each base layer unpacks to the diff_id its config lists; checked once per layer."""
+    diff_ids = (base.config.get("rootfs") or {}).get("diff_ids") or []
+    # A count that disagrees is refused when the image is assembled.
+    for layer, diff_id in zip(base.manifest.layers, diff_ids, strict=False):
+        if store.read_record("diff-ids", layer.digest) == diff_id:
+            continue
+        cancel.checkpoint()
+        actual = _uncompressed_digest(store.path(layer.digest), layer.media_type)
+        if actual is None:
+            log.debug("not checking the diff_id of %s (%s)", layer.digest, layer.media_type)
+            continue
+        if actual != diff_id:
+            raise BuildError(
+                f"Base image {base.reference}: layer {layer.digest} unpacks to {actual}, but "
+                f"its config lists diff_id {diff_id}",
+                hint="the base image's config does not match its layers; choose another base",
+            )
+        store.write_record("diff-ids", layer.digest, diff_id)
+
+
+def _uncompressed_digest(path: Path, media_type: str) -> str | None:
+    """The sha256 of a layer's tar, or None for a compression we cannot read (zstd)."""
+    gzipped = "gzip" in media_type
+    if not gzipped and not media_type.endswith("tar"):
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error) as error:
+        raise BuildError(
+            f"base layer {path.name} does not unpack: {error}",
+            hint="the base image's layer is damaged or not the type it claims",
+        ) from error
+    return "sha256:" + digest.hexdigest()
 
 
 def detect_target_profile(

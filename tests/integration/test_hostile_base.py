@@ -14,6 +14,7 @@ from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import MediaType, sha256_digest
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import parse_reference
+from hatch_jib.pipeline import steps
 from hatch_jib.pipeline.steps import obtain_base_layers, pull_base_image
 from hatch_jib.registry import RegistryClient, TransportOptions
 from tests.support.fake_registry import fake_registry
@@ -138,3 +139,30 @@ def test_manifest_without_media_type_or_content_type_is_read_by_its_shape(tmp_pa
             pulled = client.get_manifest("1")
 
     assert pulled.media_type == MediaType.OCI_MANIFEST
+
+
+def test_layer_whose_bytes_do_not_unpack_to_the_configs_diff_id_is_refused(tmp_path):
+    lying = {**GOOD_CONFIG, "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}
+    config = json.dumps(lying).encode()
+
+    with _serve(_manifest(config), config) as fake, pytest.raises(BuildError) as caught:
+        _pull(fake.host, BlobStore(tmp_path / "cache"))
+
+    assert "hostile/base:1" in str(caught.value)
+    assert "diff_id" in str(caught.value) and DIFF_ID in str(caught.value)
+
+
+def test_a_layer_checked_against_its_diff_id_once_is_not_unpacked_again(tmp_path, monkeypatch):
+    config = json.dumps(GOOD_CONFIG).encode()
+    store = BlobStore(tmp_path / "cache")
+    with _serve(_manifest(config), config) as fake:
+        _pull(fake.host, store)
+        unpacked = []
+        real = steps._uncompressed_digest
+        monkeypatch.setattr(
+            steps, "_uncompressed_digest", lambda *args: unpacked.append(args) or real(*args)
+        )
+
+        _pull(fake.host, store)
+
+    assert unpacked == []
