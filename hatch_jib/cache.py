@@ -20,6 +20,7 @@ from hatch_jib.image.descriptor import DigestMismatch, check_digest, digest_hex
 __all__ = [
     "BlobStore",
     "BlobWriter",
+    "ContentHashes",
     "PruneReport",
     "PrunedBlob",
     "cache_in_use",
@@ -326,3 +327,114 @@ def file_digest(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
+
+
+# --- content hashes ----------------------------------------------------------------------------
+
+# A file changed less than this long ago may change again within the same mtime tick.
+_RACY_SECONDS = 2
+# Files up to this size are kept in memory after hashing, up to this much in all, so that
+# a tree of many small files is read once; the budget keeps memory flat for any layer.
+_KEEP_FILE = 256 * 1024
+_KEEP_TOTAL = 32 * 1024 * 1024
+
+
+class ContentHashes:
+    """File sha256s and modes, reused from the last build that hashed the same set of files
+    (record `name`) while each file's stat holds.
+
+    The stat key is device, inode, size, mtime and ctime in nanoseconds. Content rewritten
+    with its old mtime put back still moves the ctime, which no user call can set, and a
+    file younger than `_RACY_SECONDS` is never remembered, as it may change within its tick.
+    With `keep`, small files read for hashing are kept until `take` hands them out.
+    """
+
+    def __init__(self, store: BlobStore, name: str, *, keep: bool = False) -> None:
+        self._store = store
+        self._key = name
+        self._known: dict[str, list[Any]] = store.read_record("content-hashes", name) or {}
+        self._seen: dict[str, list[Any]] = {}
+        self._states: dict[str, tuple[int, str]] = {}
+        self._kept: dict[str, bytes] = {}
+        self._kept_size = 0
+        self._keep_total = _KEEP_TOTAL if keep else -1
+        self._now = time.time_ns()
+
+    def sha256(self, path: Path | str) -> str:
+        """The hex sha256 of the file's bytes."""
+        return self.state(path)[1]
+
+    def state(self, path: Path | str) -> tuple[int, str]:
+        """The file's `st_mode` and the hex sha256 of its bytes."""
+        name = str(path)
+        state = self._states.get(name)
+        if state is None:
+            state = self._states[name] = self._stat_or_read(name)
+        return state
+
+    def take(self, path: Path) -> bytes | None:
+        """The bytes hashed for `path` if they were kept; each is handed out once."""
+        return self._kept.pop(str(path), None)
+
+    def _stat_or_read(self, name: str) -> tuple[int, str]:
+        # A file seen before needs its stat only; a new or changed one is opened once, for
+        # its stat and its bytes together.
+        known = self._known.get(name)
+        if known is not None:
+            info = os.stat(name)
+            if known[:-1] == _stamp(info):
+                self._remember(name, info, str(known[-1]))
+                return info.st_mode, str(known[-1])
+        budget = min(_KEEP_FILE, self._keep_total - self._kept_size)
+        info, content, data = _read_file(name, budget)
+        if data is not None and budget >= 0:
+            self._kept[name] = data
+            self._kept_size += len(data)
+        self._remember(name, info, content)
+        return info.st_mode, content
+
+    def _remember(self, name: str, info: os.stat_result, content: str) -> None:
+        newest = max(info.st_mtime_ns, info.st_ctime_ns)
+        if self._now - newest > _RACY_SECONDS * 1_000_000_000:
+            self._seen[name] = [*_stamp(info), content]
+
+    def save(self) -> None:
+        """Keep only this build's files, so the record stays the size of one file set."""
+        if self._seen != self._known:
+            self._store.write_record("content-hashes", self._key, self._seen)
+
+
+def _stamp(info: os.stat_result) -> list[int]:
+    return [
+        info.st_dev,
+        info.st_ino,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+        info.st_mode,
+    ]
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _read_file(path: str, keep_up_to: int) -> tuple[os.stat_result, str, bytes | None]:
+    """The file's stat and sha256, and its bytes too when it is no larger than `keep_up_to`."""
+    # Plain descriptors: a buffered file object costs more than reading a small file does.
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        info = os.fstat(fd)
+        if info.st_size > keep_up_to:
+            digest = hashlib.sha256()
+            while chunk := os.read(fd, _CHUNK):
+                digest.update(chunk)
+            return info, digest.hexdigest(), None
+        # Read to the end even if the file grew since its stat: the bytes and their hash
+        # must agree, and a changed stat makes the next build read the file again.
+        parts = [os.read(fd, info.st_size + 1)]
+        while parts[-1]:
+            parts.append(os.read(fd, _CHUNK))
+        data = b"".join(parts)
+    finally:
+        os.close(fd)
+    return info, hashlib.sha256(data).hexdigest(), data

@@ -8,16 +8,15 @@ import os
 import struct
 import sys
 import threading
-import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 from hatch_jib import cancel
-from hatch_jib.cache import BlobStore
+from hatch_jib.cache import BlobStore, ContentHashes
 from hatch_jib.errors import BuildError
 
 __all__ = [
@@ -97,7 +96,7 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     """Write `spec` as a gzip tar blob, or reuse the blob built before from the same inputs."""
     # The selector key covers every input byte, so a wrong hit is impossible.
     entries = _with_parents(spec.entries)
-    hashes = _ContentHashes(store, spec.name)
+    hashes = ContentHashes(store, f"layer:{spec.name}", keep=True)
     key = _selector_key(entries, mtime, hashes)
     hashes.save()
     # Threads asking for the same layer (platforms of one build) wait for the first to write
@@ -126,7 +125,7 @@ def _write_layer(
     key: str,
     store: BlobStore,
     mtime: int,
-    hashes: _ContentHashes,
+    hashes: ContentHashes,
 ) -> BuiltLayer:
     # Stream tar -> sha256 (diff_id) -> gzip -> blob writer (digest).
     with store.writer() as blob:
@@ -250,7 +249,7 @@ def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
 # TODO(#4): a tree of 10,000 tiny files still takes about 3 to 4 times as long as GNU tar:
 # each file costs about 25 us of interpreter work (open, fstat, read, hash, header), which
 # threads cannot overlap because it holds the GIL.
-def _add(tar: _TarStream, entry: LayerEntry, mtime: int, hashes: _ContentHashes) -> None:
+def _add(tar: _TarStream, entry: LayerEntry, mtime: int, hashes: ContentHashes) -> None:
     if entry.kind != "file":
         link = entry.link_target or ""
         tar.write(tar_header(entry.path, entry.kind, entry.mode, 0, mtime, link))
@@ -439,7 +438,7 @@ class _TarStream:
             self._buffer.clear()
 
 
-def _selector_key(entries: list[LayerEntry], mtime: int, hashes: _ContentHashes) -> str:
+def _selector_key(entries: list[LayerEntry], mtime: int, hashes: ContentHashes) -> str:
     rows = []
     for entry in entries:
         cancel.checkpoint()
@@ -453,96 +452,3 @@ def _selector_key(entries: list[LayerEntry], mtime: int, hashes: _ContentHashes)
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-# A file changed less than this long ago may change again within the same mtime tick.
-_RACY_SECONDS = 2
-# Files up to this size are kept in memory after hashing, up to this much in all, so that
-# a tree of many small files is read once; the budget keeps memory flat for any layer.
-_KEEP_FILE = 256 * 1024
-_KEEP_TOTAL = 32 * 1024 * 1024
-
-
-class _ContentHashes:
-    """File sha256s, reused from the last build of the same layer while the file's stat holds.
-
-    The stat key is device, inode, size, mtime and ctime in nanoseconds. Content rewritten
-    with its old mtime put back still moves the ctime, which no user call can set, and a
-    file younger than `_RACY_SECONDS` is never remembered, as it may change within its tick.
-    Small files read for hashing are kept until the tar writer takes them.
-    """
-
-    def __init__(self, store: BlobStore, layer_name: str) -> None:
-        self._store = store
-        self._key = f"layer:{layer_name}"
-        self._known: dict[str, list[Any]] = store.read_record("content-hashes", self._key) or {}
-        self._seen: dict[str, list[Any]] = {}
-        self._hashes: dict[str, str] = {}
-        self._kept: dict[str, bytes] = {}
-        self._kept_size = 0
-        self._now = time.time_ns()
-
-    def sha256(self, path: Path) -> str:
-        name = str(path)
-        content = self._hashes.get(name)
-        if content is None:
-            content = self._hashes[name] = self._stat_or_read(name)
-        return content
-
-    def take(self, path: Path) -> bytes | None:
-        """The bytes hashed for `path` if they were kept; each is handed out once."""
-        return self._kept.pop(str(path), None)
-
-    def _stat_or_read(self, name: str) -> str:
-        # A file seen before needs its stat only; a new or changed one is opened once, for
-        # its stat and its bytes together.
-        known = self._known.get(name)
-        if known is not None:
-            info = os.stat(name)
-            if known[:5] == _stamp(info):
-                self._remember(name, info, str(known[5]))
-                return str(known[5])
-        budget = min(_KEEP_FILE, _KEEP_TOTAL - self._kept_size)
-        info, content, data = _read_file(name, budget)
-        if data is not None:
-            self._kept[name] = data
-            self._kept_size += len(data)
-        self._remember(name, info, content)
-        return content
-
-    def _remember(self, name: str, info: os.stat_result, content: str) -> None:
-        newest = max(info.st_mtime_ns, info.st_ctime_ns)
-        if self._now - newest > _RACY_SECONDS * 1_000_000_000:
-            self._seen[name] = [*_stamp(info), content]
-
-    def save(self) -> None:
-        """Keep only this build's files, so the record stays the size of one layer."""
-        if self._seen != self._known:
-            self._store.write_record("content-hashes", self._key, self._seen)
-
-
-def _stamp(info: os.stat_result) -> list[int]:
-    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
-
-
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-
-
-def _read_file(path: str, keep_up_to: int) -> tuple[os.stat_result, str, bytes | None]:
-    """The file's stat and sha256, and its bytes too when it is no larger than `keep_up_to`."""
-    # Plain descriptors: a buffered file object costs more than reading a small file does.
-    fd = os.open(path, _READ_FLAGS)
-    try:
-        info = os.fstat(fd)
-        if info.st_size > keep_up_to:
-            digest = hashlib.sha256()
-            while chunk := os.read(fd, _CHUNK):
-                digest.update(chunk)
-            return info, digest.hexdigest(), None
-        # Read to the end even if the file grew since its stat: the bytes and their hash
-        # must agree, and a changed stat makes the next build read the file again.
-        parts = [os.read(fd, info.st_size + 1)]
-        while parts[-1]:
-            parts.append(os.read(fd, _CHUNK))
-        data = b"".join(parts)
-    finally:
-        os.close(fd)
-    return info, hashlib.sha256(data).hexdigest(), data

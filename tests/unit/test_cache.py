@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
+from hatch_jib import cache as cache_module
 from hatch_jib.cache import BlobStore
 from hatch_jib.errors import BuildError
-from hatch_jib.image import layer as layer_module
 from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import parse_reference
@@ -29,10 +29,10 @@ def _spec(root, text="VALUE = 1\n"):
 def counted_hashing(monkeypatch):
     """Count full-content hashes, and remember files however young they are."""
     calls = []
-    real = layer_module._read_file
-    monkeypatch.setattr(layer_module, "_RACY_SECONDS", -1)
+    real = cache_module._read_file
+    monkeypatch.setattr(cache_module, "_RACY_SECONDS", -1)
     monkeypatch.setattr(
-        layer_module, "_read_file", lambda path, keep: calls.append(path) or real(path, keep)
+        cache_module, "_read_file", lambda path, keep: calls.append(path) or real(path, keep)
     )
     return calls
 
@@ -63,7 +63,7 @@ def test_rewritten_file_with_its_old_mtime_is_hashed_again_and_rebuilt(tmp_path,
 
 
 def test_file_changed_just_now_is_never_trusted_by_its_stat(tmp_path, counted_hashing, monkeypatch):
-    monkeypatch.setattr(layer_module, "_RACY_SECONDS", 3600)
+    monkeypatch.setattr(cache_module, "_RACY_SECONDS", 3600)
     spec = _spec(tmp_path / "src")
     build_layer(spec, BlobStore(tmp_path / "cache"))
     counted_hashing.clear()

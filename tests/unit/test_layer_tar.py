@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hatch_jib import cache as cache_module
 from hatch_jib.cache import BlobStore
 from hatch_jib.image import layer as layer_module
 from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
@@ -75,7 +76,7 @@ def test_layer_tar_bytes_equal_tarfiles_for_every_kind_of_entry(
 ):
     spec = _spec(tmp_path / "src")
     if not keep_in_memory:
-        monkeypatch.setattr(layer_module, "_KEEP_FILE", -1)
+        monkeypatch.setattr(cache_module, "_KEEP_FILE", -1)
     store = BlobStore(tmp_path / "cache")
 
     layer = build_layer(spec, store, mtime=7)
@@ -98,14 +99,14 @@ def test_file_changed_after_hashing_fails_the_build_instead_of_caching_wrong_byt
 ):
     source = tmp_path / "data.bin"
     source.write_bytes(b"old content\n")
-    monkeypatch.setattr(layer_module, "_KEEP_FILE", -1)
-    real_take = layer_module._ContentHashes.take
+    monkeypatch.setattr(cache_module, "_KEEP_FILE", -1)
+    real_take = cache_module.ContentHashes.take
 
     def rewrite_then_take(self, path):
         path.write_bytes(b"new content\n")
         return real_take(self, path)
 
-    monkeypatch.setattr(layer_module._ContentHashes, "take", rewrite_then_take)
+    monkeypatch.setattr(cache_module.ContentHashes, "take", rewrite_then_take)
     store = BlobStore(tmp_path / "cache")
 
     with pytest.raises(layer_module.BuildError, match="changed while layer"):
