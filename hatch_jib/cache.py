@@ -225,7 +225,7 @@ class BlobStore:
 # --- pruning ----------------------------------------------------------------------------------
 
 _LOCK_NAME = "cache.lock"
-_RECORD_KINDS = ("selectors", "targets", "resolutions")
+_RECORD_KINDS = ("selectors", "targets", "resolutions", "content-hashes", "wheels")
 _STALE_TEMP_SECONDS = 24 * 3600
 
 

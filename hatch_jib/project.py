@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
+import importlib.metadata
+import io
+import json
 import logging
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hatch_jib import cancel
+from hatch_jib.cache import ContentHashes
 from hatch_jib.errors import BuildError, ConfigError
 
-__all__ = ["Project", "build_wheel", "load_project"]
+if TYPE_CHECKING:
+    from hatchling.builders.wheel import WheelBuilder
+
+__all__ = [
+    "Project",
+    "WheelInputs",
+    "build_wheel",
+    "load_project",
+    "main_module",
+    "wheel_builder",
+    "wheel_inputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +95,17 @@ def load_project(root: Path) -> Project:
     return project
 
 
-def build_wheel(project: Project, directory: Path) -> Path:
-    """Build the project's wheel with hatchling into `directory`."""
+def wheel_builder(project: Project) -> WheelBuilder:
+    """Hatchling's wheel builder for the project; its metadata is read once, on first use."""
     from hatchling.builders.wheel import WheelBuilder
 
+    return WheelBuilder(str(project.root))
+
+
+def build_wheel(project: Project, directory: Path, builder: WheelBuilder | None = None) -> Path:
+    """Build the project's wheel with hatchling into `directory`."""
     try:
-        builder = WheelBuilder(str(project.root))
+        builder = builder or wheel_builder(project)
         artifacts = list(builder.build(directory=str(directory), versions=["standard"]))
     except Exception as error:  # hatchling raises bare exceptions for project mistakes
         raise BuildError(
@@ -90,6 +115,101 @@ def build_wheel(project: Project, directory: Path) -> Path:
     wheel = Path(artifacts[0])
     log.debug("built project wheel %s", wheel.name)
     return wheel
+
+
+@dataclass(frozen=True)
+class WheelInputs:
+    """Everything hatchling makes the project's standard wheel of, read before building it.
+
+    `files` are the included files as (distribution path, executable, sha256), `metadata`
+    the sha256 of each generated dist-info file, `settings` what else names the wheel and
+    its tags. `matches` checks a built wheel against all of it, so a wheel is only ever
+    remembered under inputs that are exactly its own.
+    """
+
+    dist_info: str
+    files: tuple[tuple[str, bool, str], ...]
+    metadata: tuple[tuple[str, str], ...]
+    settings: tuple[tuple[str, str], ...]
+
+    def key(self) -> str:
+        payload = {
+            "format": _WHEEL_INPUTS_FORMAT,
+            "dist-info": self.dist_info,
+            "files": self.files,
+            "metadata": self.metadata,
+            "settings": self.settings,
+        }
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+    def matches(self, wheel: Path) -> bool:
+        """Whether `wheel` holds exactly these files, with these modes and hashes."""
+        expected = {path: digest for path, _, digest in self.files}
+        expected.update(self.metadata)
+        executable = {path for path, is_executable, _ in self.files if is_executable}
+        unhashed = {f"{self.dist_info}/WHEEL", f"{self.dist_info}/RECORD"}
+        with zipfile.ZipFile(wheel) as archive:
+            record = archive.read(f"{self.dist_info}/RECORD").decode()
+            modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
+        found: dict[str, str] = {}
+        for row in csv.reader(io.StringIO(record)):
+            if not row or row[0] in unhashed:
+                continue
+            algorithm, _, value = (row[1] if len(row) > 1 else "").partition("=")
+            if algorithm != "sha256":
+                return False
+            found[row[0]] = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
+        if found != expected or set(modes) - unhashed != set(expected):
+            return False
+        return all(bool(modes[path] & 0o111) == (path in executable) for path in expected)
+
+
+# Bump when WheelInputs reads the project differently.
+_WHEEL_INPUTS_FORMAT = "1"
+
+
+def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | None:
+    """What the wheel will be made of, or None when that cannot be known before building.
+
+    A build hook may add any file or metadata, so a project with one always builds; so does
+    one with shared data, shared scripts, extra metadata or SBOM files, which are rare
+    enough not to model. Metadata hooks and dynamic versions need no exception: their
+    results are in the core metadata, which is computed here as hatchling will.
+    """
+    config = builder.config
+    if config.hook_config or config.shared_data or config.shared_scripts:
+        return None
+    if config.extra_metadata or config.sbom_files:
+        return None
+    dist_info = f"{builder.artifact_project_id}.dist-info"
+
+    # The included files, as the wheel build walks them.
+    files = []
+    for included in builder.recurse_included_files():
+        cancel.checkpoint()
+        mode, digest = hashes.state(included.path)
+        files.append((included.distribution_path.replace(os.sep, "/"), bool(mode & 0o100), digest))
+
+    # The dist-info files hatchling generates, and the license files it copies.
+    metadata = [
+        (f"{dist_info}/METADATA", _text_digest(config.core_metadata_constructor(builder.metadata)))
+    ]
+    entry_points = builder.construct_entry_points_file()
+    if entry_points:
+        metadata.append((f"{dist_info}/entry_points.txt", _text_digest(entry_points)))
+    for relative in builder.metadata.core.license_files:
+        source = os.path.normpath(os.path.join(builder.root, relative))
+        metadata.append((f"{dist_info}/licenses/{relative}", hashes.sha256(source)))
+
+    settings = (
+        ("hatchling", importlib.metadata.version("hatchling")),
+        ("tag", builder.get_default_tag()),
+    )
+    return WheelInputs(dist_info, tuple(sorted(files)), tuple(sorted(metadata)), settings)
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def main_module(wheel: Path) -> str | None:

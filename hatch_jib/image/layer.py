@@ -450,5 +450,3 @@ def _selector_key(entries: list[LayerEntry], mtime: int, hashes: ContentHashes) 
         rows.append([entry.path, entry.kind, entry.mode, entry.link_target or "", content])
     payload = {"format": FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
-
-

@@ -176,7 +176,7 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
             )
         )
         pool = stack.enter_context(_StepPool())
-        wheel = pool.submit(steps.build_project_wheel, plan.project, scratch / "wheel")
+        wheel = pool.submit(steps.build_project_wheel, plan.project, scratch / "wheel", store)
         pulls = [
             pool.submit(
                 functools.partial(

@@ -9,6 +9,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from hatch_jib import cancel
-from hatch_jib.cache import BlobStore, file_digest
+from hatch_jib.cache import BlobStore, ContentHashes, file_digest
 from hatch_jib.config import Auth, JibConfig
 from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.image.config import ContainerSettings, build_image_config
@@ -41,7 +42,7 @@ from hatch_jib.image.layer import BuiltLayer, LayerSpec, build_layer
 from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest, serialize
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
-from hatch_jib.project import Project, build_wheel, main_module
+from hatch_jib.project import Project, build_wheel, main_module, wheel_builder, wheel_inputs
 from hatch_jib.python.bytecode import compile_dists, should_compile
 from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
 from hatch_jib.python.layout import MAX_LAYERS, extra_directory_layers, is_code, split_layers
@@ -475,14 +476,45 @@ def report_layers(app: AppLayers) -> None:
         )
 
 
-# TODO(#4): every build, a no-op one too, builds the project's wheel (about 0.5 s for 10,000
-# resource files), which keeps the no-op and code-only rebuilds of such a project above their
-# goals (0.43 and 0.64 of a cold build). Skipping it needs a key over everything the wheel is
-# made of (included files, README and license files, hooks, dynamic metadata), safe against
-# a wrong hit.
-def build_project_wheel(project: Project, directory: Path) -> Path:
-    """Build the project's wheel; it needs nothing from the base, so it runs beside the pull."""
-    return build_wheel(project, directory)
+def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> Path:
+    """The project's wheel, taken from the cache when nothing it is made of has changed.
+
+    It needs nothing from the base, so it runs beside the pull. A wheel is remembered by its
+    inputs (see `WheelInputs`) only once its own RECORD shows it was made of exactly those.
+    """
+    builder = wheel_builder(project)
+    hashes = ContentHashes(store, f"wheel-inputs:{project.root}")
+    try:
+        inputs = wheel_inputs(builder, hashes)
+    except (ValueError, TypeError, OSError) as error:  # the wheel build will say what is wrong
+        log.debug("wheel inputs of %s not known (%s); building it", project.name, error)
+        inputs = None
+    if inputs is not None:
+        cached = _cached_wheel(store, inputs.key(), directory)
+        if cached is not None:
+            hashes.save()
+            log.info("Project wheel %s reused: none of its files changed", cached.name)
+            return cached
+
+    wheel = build_wheel(project, directory, builder)
+    if inputs is not None and inputs.matches(wheel):
+        digest = store.put_file(wheel)
+        store.write_record("wheels", inputs.key(), {"filename": wheel.name, "digest": digest})
+        hashes.save()
+    return wheel
+
+
+def _cached_wheel(store: BlobStore, key: str, directory: Path) -> Path | None:
+    record = store.read_record("wheels", key)
+    if not record or "/" in record["filename"] or not record["filename"].endswith(".whl"):
+        return None
+    blob = store.verified_path(record["digest"])
+    if blob is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / record["filename"]
+    shutil.copyfile(blob, wheel)
+    return wheel
 
 
 @dataclass(frozen=True)

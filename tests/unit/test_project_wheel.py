@@ -1,0 +1,222 @@
+"""`build_project_wheel`: a wheel is reused only while nothing it is made of has changed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hatch_jib import cache as cache_module
+from hatch_jib import project as project_module
+from hatch_jib.cache import BlobStore, ContentHashes
+from hatch_jib.pipeline.steps import build_project_wheel
+from hatch_jib.project import load_project, wheel_builder, wheel_inputs
+
+PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+[project]
+name = "app"
+dynamic = ["version"]
+license-files = ["LICENSE"]
+[project.scripts]
+app = "app:main"
+[tool.hatch.version]
+path = "VERSION.py"
+"""
+
+
+def _project(root: Path, extra: str = "") -> Path:
+    (root / "app" / "data").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(PYPROJECT + textwrap.dedent(extra))
+    (root / "VERSION.py").write_text('__version__ = "1.0"\n')
+    (root / "LICENSE").write_text("MIT\n")
+    (root / "app" / "__init__.py").write_text("def main():\n    print('hi')\n")
+    (root / "app" / "data" / "motd.txt").write_text("hello\n")
+    for path in root.rglob("*"):
+        os.utime(path, (1000, 1000))
+    return root
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The wheel builds hatchling runs; files are trusted by their stat however young."""
+    monkeypatch.setattr(cache_module, "_RACY_SECONDS", -1)
+    made: list[str] = []
+    real = project_module.build_wheel
+
+    def counted(project, directory, builder=None):
+        made.append(project.name)
+        return real(project, directory, builder)
+
+    monkeypatch.setattr("hatch_jib.pipeline.steps.build_wheel", counted)
+    return made
+
+
+def _wheel(root: Path, store: BlobStore, scratch: Path) -> tuple[str, dict[str, bytes]]:
+    wheel = build_project_wheel(load_project(root), scratch, store)
+    with zipfile.ZipFile(wheel) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    return hashlib.sha256(wheel.read_bytes()).hexdigest(), files
+
+
+def test_unchanged_project_reuses_its_wheel_without_building(tmp_path: Path, builds) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    first, _ = _wheel(root, store, tmp_path / "one")
+
+    again, _ = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+
+    assert again == first
+    assert builds == ["app"]
+
+
+@pytest.mark.parametrize(
+    ("relative", "content"),
+    [
+        ("app/__init__.py", "def main():\n    print('ho')\n"),  # code, same size
+        ("app/data/motd.txt", "howdy\n"),  # a resource, same size
+        ("LICENSE", "BSD\n"),  # a license file, copied into dist-info
+        ("VERSION.py", '__version__ = "2.0"\n'),  # the dynamic version's source
+    ],
+)
+def test_file_rewritten_with_its_old_mtime_builds_the_wheel_again(
+    tmp_path: Path, builds, relative: str, content: str
+) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    _, before = _wheel(root, store, tmp_path / "one")
+
+    (root / relative).write_text(content)
+    os.utime(root / relative, (1000, 1000))
+    _, after = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+
+    assert builds == ["app", "app"]
+    assert after != before
+    _, cold = _wheel(root, BlobStore(tmp_path / "cold-cache"), tmp_path / "three")
+    assert after == cold
+
+
+def test_new_file_and_new_script_build_the_wheel_again(tmp_path: Path, builds) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+
+    (root / "app" / "data" / "new.txt").write_text("new\n")
+    _, with_file = _wheel(root, store, tmp_path / "two")
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'app = "app:main"\n', 'app = "app:main"\nother = "app:main"\n'
+        )
+    )
+    _, with_script = _wheel(root, store, tmp_path / "three")
+
+    assert builds == ["app", "app", "app"]
+    assert "app/data/new.txt" in with_file
+    assert b"other = app:main" in with_script["app-1.0.dist-info/entry_points.txt"]
+
+
+def test_executable_bit_is_part_of_the_wheels_inputs(tmp_path: Path, builds) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+
+    (root / "app" / "data" / "motd.txt").chmod(0o755)
+    wheel = build_project_wheel(load_project(root), tmp_path / "two", store)
+
+    assert builds == ["app", "app"]
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.getinfo("app/data/motd.txt").external_attr >> 16 & 0o111
+
+
+def test_project_with_a_build_hook_always_builds(tmp_path: Path, builds) -> None:
+    root = _project(
+        tmp_path / "src",
+        """\
+        [tool.hatch.build.targets.wheel.hooks.custom]
+        path = "hook.py"
+        """,
+    )
+    (root / "hook.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+            from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+            class Hook(BuildHookInterface):
+                def initialize(self, version, build_data):
+                    path = os.path.join(self.root, "stamp.txt")
+                    with open(path, "w") as handle:
+                        handle.write(os.environ.get("STAMP", ""))
+                    build_data["force_include"][path] = "app/stamp.txt"
+            """
+        )
+    )
+    store = BlobStore(tmp_path / "cache")
+    os.environ["STAMP"] = "one"
+    try:
+        _, first = _wheel(root, store, tmp_path / "one")
+        os.environ["STAMP"] = "two"
+        _, second = _wheel(root, store, tmp_path / "two")
+    finally:
+        del os.environ["STAMP"]
+
+    assert builds == ["app", "app"]
+    assert (first["app/stamp.txt"], second["app/stamp.txt"]) == (b"one", b"two")
+
+
+def test_corrupt_cached_wheel_is_evicted_and_built_again(tmp_path: Path, builds) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    digest, _ = _wheel(root, store, tmp_path / "one")
+    store.path(f"sha256:{digest}").write_bytes(b"not a wheel")
+
+    again, _ = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+
+    assert again == digest
+    assert builds == ["app", "app"]
+
+
+def test_file_changed_during_the_build_is_not_remembered_under_the_old_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "_RACY_SECONDS", -1)
+    root = _project(tmp_path / "src")
+    motd = root / "app" / "data" / "motd.txt"
+    real = project_module.build_wheel
+
+    def change_then_build(project, directory, builder=None):
+        motd.write_text("howdy\n")
+        return real(project, directory, builder)
+
+    monkeypatch.setattr("hatch_jib.pipeline.steps.build_wheel", change_then_build)
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+    monkeypatch.setattr("hatch_jib.pipeline.steps.build_wheel", real)
+
+    # Put the old bytes back: the wheel of the new ones must not be taken for them.
+    motd.write_text("hello\n")
+    os.utime(motd, (1000, 1000))
+    _, files = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+
+    assert files["app/data/motd.txt"] == b"hello\n"
+
+
+def test_wheel_inputs_match_only_the_wheel_made_of_them(tmp_path: Path) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    inputs = wheel_inputs(wheel_builder(load_project(root)), ContentHashes(store, "test"))
+    assert inputs is not None
+    wheel = project_module.build_wheel(load_project(root), tmp_path / "one")
+
+    (root / "app" / "data" / "motd.txt").write_text("howdy\n")
+    other = project_module.build_wheel(load_project(root), tmp_path / "two")
+
+    assert inputs.matches(wheel)
+    assert not inputs.matches(other)
