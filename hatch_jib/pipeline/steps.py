@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import hashlib
 import importlib.metadata
@@ -44,8 +43,20 @@ from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
 from hatch_jib.project import Project, build_wheel, main_module, wheel_builder, wheel_inputs
 from hatch_jib.python.bytecode import compile_dists, should_compile
-from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
-from hatch_jib.python.layout import MAX_LAYERS, extra_directory_layers, is_code, split_layers
+from hatch_jib.python.install import (
+    InstalledDist,
+    RecordedFile,
+    create_venv,
+    install_wheel,
+    wheel_record,
+)
+from hatch_jib.python.layout import (
+    CODE_SUFFIXES,
+    MAX_LAYERS,
+    extra_directory_layers,
+    is_code,
+    split_layers,
+)
 from hatch_jib.python.local import build_local_wheels
 from hatch_jib.python.lock import check_locked_hashes, collect_requirements
 from hatch_jib.python.resolve import ResolvedWheel, download, resolve
@@ -558,8 +569,9 @@ def _installer_version() -> str:
 # or when records written before may be wrong: 2 drops the resources records of builds that
 # wrote bytecode, which were all keyed as if the project had no resources; 3 drops the
 # dependency records of local wheels rebuilt in place, which were installed from the old wheel;
-# 4 drops records of builds run with `python -O`, whose optimized pycs were keyed as plain ones.
-_INSTALL_FORMAT = "4"
+# 4 drops records of builds run with `python -O`, whose optimized pycs were keyed as plain ones;
+# 5 keys resources by the wheel's RECORD instead of the installed files.
+_INSTALL_FORMAT = "5"
 # Stands for "no project" when only the dependency layers are split out.
 _NOTHING = InstalledDist("", "", ())
 # Resource bytes a project install may hold in memory instead of writing them out.
@@ -611,27 +623,32 @@ def _project_layers(
 ) -> tuple[BuiltLayer, ...]:
     """The `resources` and `code` layers, keyed by the project wheel (hatchling's is stable).
 
-    A changed wheel whose resources are unchanged writes and tars only its code: the
-    resources are hashed from the wheel, and their layer is found by that content.
+    A changed wheel whose resources are unchanged installs and tars only its code: the
+    resources' layer is found by their hashes in the wheel's RECORD, and they are not read.
     """
     key = setup.key("project", [(wheel.name, file_digest(wheel))])
     reused = _reuse_layers(store, key)
     if reused is not None:
         return reused
 
-    # The code alone first; RECORD still lists the resources, as a full install would, and
-    # the small ones are kept in memory in case their layer is new.
-    code_only = _install_project(wheel, root, setup, write=is_code, keep=_KEEP_RESOURCES)
-    resources_key = setup.key("resources", [[str(x) for x in item] for item in code_only.unwritten])
-    resources = _reuse_layers(store, resources_key)
-    if resources is not None:
-        code = _build_project_specs(dataclasses.replace(code_only, kept=()), store, root, setup)
-        layers = (*resources, *code)
-        _remember(store, key, layers)
-        return layers
+    # Every file that may land in `resources` is in its key: all but the dist-info and the
+    # top-level modules, which install as code whatever the target.
+    recorded = wheel_record(wheel)
+    resources_key = None
+    if recorded is not None:
+        rows = [list(map(str, row)) for row in recorded if not _surely_code(row[0])]
+        resources_key = setup.key("resources", rows)
+        resources = _reuse_layers(store, resources_key)
+        if resources is not None:
+            code_only = _install_project(wheel, root, setup, write=is_code, recorded=recorded)
+            layers = (*resources, *_build_project_specs(code_only, store, root, setup))
+            _remember(store, key, layers)
+            return layers
 
-    # New resources: tar them from memory if all were kept (writing thousands of small files
-    # only to read them back costs more than the tar), else install everything afresh.
+    # New resources: the code is written, the small resources are kept in memory and tarred
+    # from there if all fit (writing thousands of small files only to read them back costs
+    # more than the tar), else everything is installed afresh.
+    code_only = _install_project(wheel, root, setup, write=is_code, keep=_KEEP_RESOURCES)
     if len(code_only.kept) == len(code_only.unwritten):
         layers = _build_project_specs(code_only, store, root, setup)
     else:
@@ -640,8 +657,18 @@ def _project_layers(
         full = _install_project(wheel, full_root, setup, write=None)
         layers = _build_project_specs(full, store, full_root, setup)
     _remember(store, key, layers)
-    _remember(store, resources_key, tuple(x for x in layers if x.name == "resources"))
+    if resources_key is not None:
+        _remember(store, resources_key, tuple(x for x in layers if x.name == "resources"))
     return layers
+
+
+def _surely_code(path: str) -> bool:
+    """Whether a wheel file installs into `code` on every target: dist-info, or a top-level
+    module (everything outside `.data/` installs into site-packages)."""
+    top = path.split("/", 1)[0]
+    if top.endswith(".dist-info"):
+        return True
+    return not top.endswith(".data") and path.endswith(CODE_SUFFIXES)
 
 
 def _install_project(
@@ -651,6 +678,7 @@ def _install_project(
     *,
     write: Callable[[str], bool] | None,
     keep: int = 0,
+    recorded: Sequence[RecordedFile] | None = None,
 ) -> InstalledDist:
     own = install_wheel(
         wheel,
@@ -660,6 +688,7 @@ def _install_project(
         venv=setup.venv,
         write=write,
         keep=keep,
+        recorded=recorded,
     )
     if setup.compile:
         [own] = compile_dists(root, [own])

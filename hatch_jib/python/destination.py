@@ -9,9 +9,10 @@ import base64
 import hashlib
 import io
 import posixpath
-from collections.abc import Callable, Iterable
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 from installer.destinations import SchemeDictionaryDestination
 from installer.records import Hash, RecordEntry
@@ -20,7 +21,7 @@ from installer.utils import Scheme
 from hatch_jib import cancel
 from hatch_jib.python.install import without_file_references
 
-__all__ = ["StagingDestination"]
+__all__ = ["LazyMember", "RecordedZip", "StagingDestination"]
 
 _KEEP_FILE = 256 * 1024
 
@@ -46,6 +47,8 @@ class StagingDestination(SchemeDictionaryDestination):
             stream = io.BytesIO(without_file_references(stream.read()))
         image_path = posixpath.normpath(posixpath.join(self.scheme_dict[scheme], path)).lstrip("/")
         if self.write is not None and not self.write(image_path):
+            if isinstance(stream, LazyMember) and stream.unread and self.keep_budget <= 0:
+                return self._as_recorded(image_path, path, stream, is_executable)
             return self._hash_only(image_path, path, stream, is_executable)
         entry = super().write_to_fs(scheme, path, stream, is_executable)
         self.written.add(image_path)
@@ -72,6 +75,15 @@ class StagingDestination(SchemeDictionaryDestination):
         encoded = base64.urlsafe_b64encode(digest.digest()).decode("ascii").rstrip("=")
         return RecordEntry(path, Hash(self.hash_algorithm, encoded), size)
 
+    def _as_recorded(
+        self, image_path: str, path: str, stream: LazyMember, is_executable: bool
+    ) -> RecordEntry:
+        """The RECORD entry of a file neither written nor read, as the wheel's RECORD has it."""
+        encoded, size = stream.recorded
+        digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
+        self.unwritten.append((image_path, digest, size, is_executable))
+        return RecordEntry(path, Hash(self.hash_algorithm, encoded), size)
+
     def finalize_installation(
         self,
         scheme: Scheme,
@@ -83,8 +95,61 @@ class StagingDestination(SchemeDictionaryDestination):
         root = self.scheme_dict[scheme]
         rebased = []
         for file_scheme, entry in records:
+            if self.scheme_dict[file_scheme] == root:  # most files: nothing to re-base
+                rebased.append((scheme, entry))
+                continue
             path = posixpath.join(self.scheme_dict[file_scheme], entry.path)
             rebased.append(
                 (scheme, RecordEntry(posixpath.relpath(path, root), entry.hash_, entry.size))
             )
         super().finalize_installation(scheme, record_file_path, rebased)
+
+
+class LazyMember:
+    """A zip member opened on first use; until then it is only its RECORD hash and size."""
+
+    def __init__(self, opener: Callable[[], IO[bytes]], recorded: tuple[str, int]) -> None:
+        self._opener = opener
+        self._member: IO[bytes] | None = None
+        self.recorded = recorded
+
+    @property
+    def unread(self) -> bool:
+        return self._member is None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for what this class lacks: read, seek and the rest of a file's API.
+        if self._member is None:
+            self._member = self._opener()
+        return getattr(self._member, name)
+
+    def close(self) -> None:
+        if self._member is not None:
+            self._member.close()
+
+    def __enter__(self) -> LazyMember:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RecordedZip(zipfile.ZipFile):
+    """A wheel whose members named in `recorded` (path: RECORD hash, size) open lazily.
+
+    installer opens every member as it goes; one that the destination leaves unwritten is
+    then never decompressed nor hashed, and its RECORD entry is taken as the wheel lists it.
+    Only for a wheel whose RECORD is known to be right: the project's, just built by
+    hatchling or checked by its digest in the cache.
+    """
+
+    def __init__(self, file: IO[bytes], recorded: Mapping[str, tuple[str, int]]) -> None:
+        super().__init__(file)
+        self.recorded = recorded
+
+    def open(self, name: Any, mode: Any = "r", pwd: Any = None, **kwargs: Any) -> Any:
+        filename = name.filename if isinstance(name, zipfile.ZipInfo) else name
+        recorded = self.recorded.get(filename)
+        if mode != "r" or recorded is None:
+            return super().open(name, mode, pwd, **kwargs)
+        return LazyMember(lambda: super(RecordedZip, self).open(name, mode, pwd), recorded)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import posixpath
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +22,11 @@ __all__ = [
     "INSTALLER",
     "VENV",
     "InstalledDist",
+    "RecordedFile",
     "create_venv",
     "install_wheel",
     "venv_scheme",
+    "wheel_record",
     "without_file_references",
 ]
 
@@ -66,6 +70,7 @@ def install_wheel(
     venv: str = VENV,
     write: Callable[[str], bool] | None = None,
     keep: int = 0,
+    recorded: Sequence[RecordedFile] | None = None,
 ) -> InstalledDist:
     """Install `wheel` (named `filename` on its index) into `root` + `venv` for `target`.
 
@@ -73,14 +78,16 @@ def install_wheel(
     the distribution name, version and tags from `filename` instead of the path. With `write`,
     only the image paths it accepts are written; the others are hashed into `unwritten`, and
     RECORD still lists every file, as a full install would; up to `keep` bytes of the
-    small ones among them are kept in memory, in `kept`.
+    small ones among them are kept in memory, in `kept`. Given `recorded`, the wheel's own
+    RECORD (see `wheel_record`; only for a wheel whose RECORD is known to be right), files
+    left out are not even read: their hashes and sizes are taken from it.
     """
     # installer is imported only here: a build whose layers are all cached installs nothing.
     from installer import install
     from installer.exceptions import InstallerError
     from installer.sources import WheelFile
 
-    from hatch_jib.python.destination import StagingDestination
+    from hatch_jib.python.destination import RecordedZip, StagingDestination
 
     destination = StagingDestination(
         write=write,
@@ -92,12 +99,16 @@ def install_wheel(
         destdir=os.fspath(root),
     )
     try:
-        with open(wheel, "rb") as handle, zipfile.ZipFile(handle) as archive:
-            archive.filename = filename
-            source = WheelFile(archive)
-            # INSTALLER names us; no direct_url.json, so no host path reaches the image.
-            install(source, destination, {"INSTALLER": f"{INSTALLER}\n".encode()})
-            name, version = source.distribution, source.version
+        with open(wheel, "rb") as handle:
+            archive = zipfile.ZipFile(handle)
+            if recorded is not None:
+                archive = RecordedZip(handle, {path: (h, size) for path, h, size, _ in recorded})
+            with archive:
+                archive.filename = filename
+                source = WheelFile(archive)
+                # INSTALLER names us; no direct_url.json, so no host path reaches the image.
+                install(source, destination, {"INSTALLER": f"{INSTALLER}\n".encode()})
+                name, version = source.distribution, source.version
     except (InstallerError, zipfile.BadZipFile, ValueError, KeyError) as error:
         raise BuildError(
             f"cannot install wheel {filename}: {error}",
@@ -114,6 +125,35 @@ def install_wheel(
     unwritten = tuple(sorted(destination.unwritten))
     kept = tuple(sorted(destination.kept.items()))
     return InstalledDist(name, version, files, unwritten=unwritten, kept=kept)
+
+
+# A file as a wheel's RECORD lists it: path, urlsafe-base64 sha256, size, executable.
+RecordedFile = tuple[str, str, int, bool]
+
+
+def wheel_record(wheel: Path) -> tuple[RecordedFile, ...] | None:
+    """Every file of `wheel` as its RECORD lists it, with the zip's executable bit; None when
+    RECORD gives a file no sha256 or size, or lists files the wheel lacks or the reverse."""
+    with zipfile.ZipFile(wheel) as archive:
+        infos = {info.filename: info for info in archive.infolist() if info.filename[-1:] != "/"}
+        names = [n for n in infos if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]
+        if len(names) != 1:
+            return None
+        rows = list(csv.reader(io.StringIO(archive.read(names[0]).decode("utf-8"))))
+    files = []
+    for row in rows:
+        if not row or row[0] == names[0]:
+            continue
+        if len(row) != 3 or not row[1].startswith("sha256=") or not row[2].isdigit():
+            return None
+        info = infos.get(row[0])
+        if info is None:
+            return None
+        executable = bool((info.external_attr >> 16) & 0o111)
+        files.append((row[0], row[1].removeprefix("sha256="), int(row[2]), executable))
+    if len(files) != len(infos) - 1:
+        return None
+    return tuple(sorted(files))
 
 
 def without_file_references(metadata: bytes) -> bytes:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hatch_jib.config import load_config
 from hatch_jib.pipeline import steps
 from hatch_jib.pipeline.steps import build_application_layers
 from hatch_jib.project import load_project
+from hatch_jib.python.install import wheel_record
 from hatch_jib.python.target import TargetProfile
 from tests.unit.data.python.wheels import build_wheel
 
@@ -129,6 +131,44 @@ def test_code_change_reuses_resources_without_writing_them_and_matches_a_cold_bu
     assert rebuilt["code"] == (cold["code"][0], False)
     assert "__init__.py" in written
     assert not [name for name in written if name.startswith("item")]
+
+
+def test_code_change_reads_no_resource_out_of_the_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _resource_project(tmp_path / "app")
+    store = BlobStore(tmp_path / "cache")
+    _layers(root, store, HOST)
+    (root / "app/__init__.py").write_text("VALUE = 2\n")
+    opened: list[str] = []
+    real_open = zipfile.ZipFile.open
+
+    def counted(self, name, mode="r", *args, **kwargs):
+        if mode == "r":
+            opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
+        return real_open(self, name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", counted)
+
+    rebuilt = _layers(root, store, HOST)
+
+    monkeypatch.undo()
+    cold = _layers(root, BlobStore(tmp_path / "cold-cache"), HOST)
+    assert rebuilt["resources"] == (cold["resources"][0], True)
+    assert rebuilt["code"] == (cold["code"][0], False)
+    assert "app/__init__.py" in opened
+    assert not [name for name in opened if "/data/" in name]
+
+
+def test_wheel_record_without_a_hash_for_a_file_is_not_trusted(tmp_path: Path) -> None:
+    wheel = tmp_path / "app-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("app/__init__.py", "")
+        archive.writestr(
+            "app-1.0.dist-info/RECORD", "app/__init__.py,,\napp-1.0.dist-info/RECORD,,\n"
+        )
+
+    assert wheel_record(wheel) is None
 
 
 def test_resource_change_with_bytecode_on_rebuilds_resources_as_a_cold_build_does(
