@@ -121,14 +121,14 @@ def build_wheel(project: Project, directory: Path, builder: WheelBuilder | None 
 class WheelInputs:
     """Everything hatchling makes the project's standard wheel of, read before building it.
 
-    `files` are the included files as (distribution path, executable, sha256), `metadata`
+    `files` are the included files as (distribution path, permission bits, sha256), `metadata`
     the sha256 of each generated dist-info file, `settings` what else names the wheel and
     its tags. `matches` checks a built wheel against all of it, so a wheel is only ever
     remembered under inputs that are exactly its own.
     """
 
     dist_info: str
-    files: tuple[tuple[str, bool, str], ...]
+    files: tuple[tuple[str, int, str], ...]
     metadata: tuple[tuple[str, str], ...]
     settings: tuple[tuple[str, str], ...]
 
@@ -146,7 +146,10 @@ class WheelInputs:
         """Whether `wheel` holds exactly these files, with these modes and hashes."""
         expected = {path: digest for path, _, digest in self.files}
         expected.update(self.metadata)
-        executable = {path for path, is_executable, _ in self.files if is_executable}
+        # As hatchling writes modes: normalized by the owner's bit when reproducible, else as
+        # they are, and installer makes a file executable for any of its x bits.
+        exec_bits = 0o100 if dict(self.settings).get("reproducible") == "true" else 0o111
+        executable = {path for path, permissions, _ in self.files if permissions & exec_bits}
         unhashed = {f"{self.dist_info}/WHEEL", f"{self.dist_info}/RECORD"}
         with zipfile.ZipFile(wheel) as archive:
             record = archive.read(f"{self.dist_info}/RECORD").decode()
@@ -164,8 +167,9 @@ class WheelInputs:
         return all(bool(modes[path] & 0o111) == (path in executable) for path in expected)
 
 
-# Bump when WheelInputs reads the project differently.
-_WHEEL_INPUTS_FORMAT = "1"
+# Bump when WheelInputs reads the project differently: 2 keeps every permission bit, as a
+# wheel built with `reproducible = false` carries them all.
+_WHEEL_INPUTS_FORMAT = "2"
 
 
 def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | None:
@@ -188,7 +192,7 @@ def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | 
     for included in builder.recurse_included_files():
         cancel.checkpoint()
         mode, digest = hashes.state(included.path)
-        files.append((included.distribution_path.replace(os.sep, "/"), bool(mode & 0o100), digest))
+        files.append((included.distribution_path.replace(os.sep, "/"), mode & 0o7777, digest))
 
     # The dist-info files hatchling generates, and the license files it copies.
     metadata = [
@@ -204,6 +208,7 @@ def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | 
     settings = (
         ("hatchling", importlib.metadata.version("hatchling")),
         ("tag", builder.get_default_tag()),
+        ("reproducible", "true" if config.reproducible else "false"),
     )
     return WheelInputs(dist_info, tuple(sorted(files)), tuple(sorted(metadata)), settings)
 

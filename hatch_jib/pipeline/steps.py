@@ -504,7 +504,7 @@ def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> 
         cached = _cached_wheel(store, inputs.key(), directory)
         if cached is not None:
             hashes.save()
-            log.info("Project wheel %s reused: none of its files changed", cached.name)
+            log.info("Project wheel %s reused: none of its inputs changed", cached.name)
             return cached
 
     wheel = build_wheel(project, directory, builder)

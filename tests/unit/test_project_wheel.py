@@ -16,6 +16,9 @@ from hatch_jib.cache import BlobStore, ContentHashes
 from hatch_jib.pipeline.steps import build_project_wheel
 from hatch_jib.project import load_project, wheel_builder, wheel_inputs
 
+# A fixed past mtime that zip can hold (wheels without `reproducible` keep real times).
+OLD = 1_600_000_000
+
 PYPROJECT = """\
 [build-system]
 requires = ["hatchling"]
@@ -39,7 +42,7 @@ def _project(root: Path, extra: str = "") -> Path:
     (root / "app" / "__init__.py").write_text("def main():\n    print('hi')\n")
     (root / "app" / "data" / "motd.txt").write_text("hello\n")
     for path in root.rglob("*"):
-        os.utime(path, (1000, 1000))
+        os.utime(path, (OLD, OLD))
     return root
 
 
@@ -93,7 +96,7 @@ def test_file_rewritten_with_its_old_mtime_builds_the_wheel_again(
     _, before = _wheel(root, store, tmp_path / "one")
 
     (root / relative).write_text(content)
-    os.utime(root / relative, (1000, 1000))
+    os.utime(root / relative, (OLD, OLD))
     _, after = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
 
     assert builds == ["app", "app"]
@@ -133,6 +136,26 @@ def test_executable_bit_is_part_of_the_wheels_inputs(tmp_path: Path, builds) -> 
     assert builds == ["app", "app"]
     with zipfile.ZipFile(wheel) as archive:
         assert archive.getinfo("app/data/motd.txt").external_attr >> 16 & 0o111
+
+
+@pytest.mark.parametrize("bit", [0o010, 0o001])
+def test_group_or_other_exec_bit_counts_when_the_wheel_keeps_modes(
+    tmp_path: Path, builds, bit: int
+) -> None:
+    # Without `reproducible`, hatchling keeps every mode bit and installer makes a file
+    # executable for any x bit, so `chmod g+x` alone changes the image.
+    root = _project(tmp_path / "src", "[tool.hatch.build]\nreproducible = false\n")
+    motd = root / "app" / "data" / "motd.txt"
+    motd.chmod(0o644)
+    store = BlobStore(tmp_path / "cache")
+    build_project_wheel(load_project(root), tmp_path / "one", store)
+
+    motd.chmod(0o644 | bit)
+    wheel = build_project_wheel(load_project(root), tmp_path / "two", store)
+
+    assert builds == ["app", "app"]
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.getinfo("app/data/motd.txt").external_attr >> 16 & bit
 
 
 def test_project_with_a_build_hook_always_builds(tmp_path: Path, builds) -> None:
@@ -202,7 +225,7 @@ def test_file_changed_during_the_build_is_not_remembered_under_the_old_inputs(
 
     # Put the old bytes back: the wheel of the new ones must not be taken for them.
     motd.write_text("hello\n")
-    os.utime(motd, (1000, 1000))
+    os.utime(motd, (OLD, OLD))
     _, files = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
 
     assert files["app/data/motd.txt"] == b"hello\n"
