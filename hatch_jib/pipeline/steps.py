@@ -470,7 +470,7 @@ def build_application_layers(
         own = _project_layers(wheel, store, project_root, setup)
         extra = tuple(build_layer(spec, store, mtime=setup.mtime) for spec in extras)
         layers = (*dependencies, *own, *extra)
-        entrypoint = choose_entrypoint(project, config, venv, main_module(wheel))
+        entrypoint = choose_entrypoint(project, config, venv, lambda: main_module(wheel))
     return AppLayers(layers, entrypoint, target)
 
 
@@ -792,9 +792,16 @@ def _in_project(url: str, root: Path) -> bool:
 
 
 def choose_entrypoint(
-    project: Project, config: JibConfig, venv: str, package_with_main: str | None
+    project: Project,
+    config: JibConfig,
+    venv: str,
+    package_with_main: Callable[[], str | None],
 ) -> tuple[str, ...]:
-    """The explicit entrypoint, else the project's one script, else `python -m package`."""
+    """The explicit entrypoint, else the project's one script, else `python -m package`.
+
+    `package_with_main` is asked only when neither of the first two is there: it reads the
+    wheel's list of files, which a rebuild whose layers are all reused need not open.
+    """
     container = config.container
     if container.entrypoint:
         return container.entrypoint
@@ -813,8 +820,9 @@ def choose_entrypoint(
             f"The project has several scripts ({', '.join(scripts)}) and none is chosen",
             hint="set `tool.jib.container.script` to the one the image should run",
         )
-    if package_with_main:
-        return (f"{venv}/bin/python", "-m", package_with_main)
+    package = package_with_main()
+    if package:
+        return (f"{venv}/bin/python", "-m", package)
     raise ConfigError(
         f"Cannot tell how to start {project.name}: it has no [project.scripts] and no __main__",
         hint="add a script, a package __main__.py, or set `tool.jib.container.entrypoint`",

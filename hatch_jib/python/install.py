@@ -100,8 +100,11 @@ def install_wheel(
     )
     try:
         with open(wheel, "rb") as handle:
-            archive = zipfile.ZipFile(handle)
-            if recorded is not None:
+            # One of the two, not both: reading the central directory of a wheel of 10,000
+            # files costs about 0.06 s.
+            if recorded is None:
+                archive = zipfile.ZipFile(handle)
+            else:
                 archive = RecordedZip(handle, {path: (h, size) for path, h, size, _ in recorded})
             with archive:
                 archive.filename = filename

@@ -71,7 +71,11 @@ def project(scripts: dict[str, str]) -> Project:
 def test_entry_point_with_an_extras_marker_is_the_entrypoint() -> None:
     config = load_config(BASE, project_root=Path("/p"), environ={})
 
-    entrypoint = choose_entrypoint(project({"app": "app.cli:main [fancy]"}), config, VENV, None)
+    def no_main_lookup() -> str | None:
+        raise AssertionError("a project with one script needs no look into its wheel")
+
+    scripts = project({"app": "app.cli:main [fancy]"})
+    entrypoint = choose_entrypoint(scripts, config, VENV, no_main_lookup)
 
     assert entrypoint == ("/app/.venv/bin/app",)
 
@@ -79,7 +83,7 @@ def test_entry_point_with_an_extras_marker_is_the_entrypoint() -> None:
 def test_package_with_main_runs_with_python_dash_m() -> None:
     config = load_config(BASE, project_root=Path("/p"), environ={})
 
-    assert choose_entrypoint(project({}), config, VENV, "app") == (
+    assert choose_entrypoint(project({}), config, VENV, lambda: "app") == (
         "/app/.venv/bin/python",
         "-m",
         "app",
@@ -90,6 +94,6 @@ def test_several_scripts_and_none_chosen_says_to_set_container_script() -> None:
     config = load_config(BASE, project_root=Path("/p"), environ={})
 
     with pytest.raises(ConfigError) as raised:
-        choose_entrypoint(project({"a": "m:a", "b": "m:b"}), config, VENV, "app")
+        choose_entrypoint(project({"a": "m:a", "b": "m:b"}), config, VENV, lambda: "app")
 
     assert raised.value.hint == "set `tool.jib.container.script` to the one the image should run"
