@@ -10,7 +10,7 @@ import hashlib
 import io
 import posixpath
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
@@ -36,6 +36,9 @@ class StagingDestination(SchemeDictionaryDestination):
     # Bytes of unwritten files, each up to `_KEEP_FILE`, while `keep_budget` lasts.
     keep_budget: int = 0
     kept: dict[str, bytes] = field(default_factory=dict)
+    # Wheel paths (root scheme) kept from installer altogether: their RECORD entries, as the
+    # wheel's RECORD gives them, are added when RECORD is written (see `pass_over`).
+    passed_over: dict[str, tuple[str, str, int, bool]] = field(default_factory=dict)
 
     def write_to_fs(
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
@@ -53,6 +56,26 @@ class StagingDestination(SchemeDictionaryDestination):
         entry = super().write_to_fs(scheme, path, stream, is_executable)
         self.written.add(image_path)
         return entry
+
+    def pass_over(self, recorded: Iterable[tuple[str, str, int, bool]]) -> set[str]:
+        """The wheel paths among `recorded` (path, RECORD hash, size, executable) that this
+        destination would neither write nor read: installer need not see them at all.
+
+        Only files of the wheel's root, outside `.data` and `.dist-info`, whichever of purelib
+        and platlib the root is; a wheel with 10,000 resources then costs installer only its
+        code. Each stays in RECORD and in `unwritten`, as if installer had handed it over.
+        """
+        root = self.scheme_dict["purelib"]
+        if self.write is None or self.keep_budget > 0 or self.scheme_dict["platlib"] != root:
+            return set()
+        for path, encoded, size, executable in recorded:
+            top, _, rest = path.partition("/")
+            if top.endswith((".data", ".dist-info")) or "__pycache__" in rest.split("/")[:-1]:
+                continue
+            image_path = posixpath.normpath(posixpath.join(root, path)).lstrip("/")
+            if not self.write(image_path):
+                self.passed_over[path] = (image_path, encoded, size, executable)
+        return set(self.passed_over)
 
     def _hash_only(
         self, image_path: str, path: str, stream: BinaryIO, is_executable: bool
@@ -80,8 +103,7 @@ class StagingDestination(SchemeDictionaryDestination):
     ) -> RecordEntry:
         """The RECORD entry of a file neither written nor read, as the wheel's RECORD has it."""
         encoded, size = stream.recorded
-        digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
-        self.unwritten.append((image_path, digest, size, is_executable))
+        self.unwritten.append((image_path, _hex(encoded), size, is_executable))
         return RecordEntry(path, Hash(self.hash_algorithm, encoded), size)
 
     def finalize_installation(
@@ -94,6 +116,13 @@ class StagingDestination(SchemeDictionaryDestination):
         # land out of order; re-base every path on the RECORD's scheme to sort the final text.
         root = self.scheme_dict[scheme]
         rebased = []
+        records = list(records)
+        handed_over = {entry.path for file_scheme, entry in records if file_scheme == scheme}
+        for path, (image_path, encoded, size, executable) in self.passed_over.items():
+            if path in handed_over:  # installer saw it after all: it is recorded already
+                continue
+            self.unwritten.append((image_path, _hex(encoded), size, executable))
+            records.append((scheme, RecordEntry(path, Hash(self.hash_algorithm, encoded), size)))
         for file_scheme, entry in records:
             if self.scheme_dict[file_scheme] == root:  # most files: nothing to re-base
                 rebased.append((scheme, entry))
@@ -103,6 +132,11 @@ class StagingDestination(SchemeDictionaryDestination):
                 (scheme, RecordEntry(posixpath.relpath(path, root), entry.hash_, entry.size))
             )
         super().finalize_installation(scheme, record_file_path, rebased)
+
+
+def _hex(encoded: str) -> str:
+    """A RECORD hash (urlsafe base64, unpadded) as hex."""
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
 
 
 class LazyMember:
@@ -143,9 +177,24 @@ class RecordedZip(zipfile.ZipFile):
     hatchling or checked by its digest in the cache.
     """
 
-    def __init__(self, file: IO[bytes], recorded: Mapping[str, tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        file: IO[bytes],
+        recorded: Mapping[str, tuple[str, int]],
+        hidden: Collection[str] = frozenset(),
+    ) -> None:
         super().__init__(file)
         self.recorded = recorded
+        self.hidden = hidden
+
+    def infolist(self) -> list[zipfile.ZipInfo]:
+        # installer walks the members by this list; `hidden` ones it is never shown.
+        members = super().infolist()
+        return (
+            [info for info in members if info.filename not in self.hidden]
+            if self.hidden
+            else members
+        )
 
     def open(self, name: Any, mode: Any = "r", pwd: Any = None, **kwargs: Any) -> Any:
         filename = name.filename if isinstance(name, zipfile.ZipInfo) else name

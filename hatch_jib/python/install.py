@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import posixpath
+import stat
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,7 +106,10 @@ def install_wheel(
             if recorded is None:
                 archive = zipfile.ZipFile(handle)
             else:
-                archive = RecordedZip(handle, {path: (h, size) for path, h, size, _ in recorded})
+                hidden = destination.pass_over(recorded)
+                archive = RecordedZip(
+                    handle, {path: (h, size) for path, h, size, _ in recorded}, hidden
+                )
             with archive:
                 archive.filename = filename
                 source = WheelFile(archive)
@@ -152,7 +156,9 @@ def wheel_record(wheel: Path) -> tuple[RecordedFile, ...] | None:
         info = infos.get(row[0])
         if info is None:
             return None
-        executable = bool((info.external_attr >> 16) & 0o111)
+        # As installer reads it: an x bit of a regular file's mode.
+        mode = info.external_attr >> 16
+        executable = bool(stat.S_ISREG(mode) and mode & 0o111)
         files.append((row[0], row[1].removeprefix("sha256="), int(row[2]), executable))
     if len(files) != len(infos) - 1:
         return None

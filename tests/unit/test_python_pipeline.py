@@ -20,6 +20,7 @@ from hatch_jib.config import load_config
 from hatch_jib.pipeline import steps
 from hatch_jib.pipeline.steps import build_application_layers
 from hatch_jib.project import load_project
+from hatch_jib.python.destination import RecordedZip, StagingDestination
 from hatch_jib.python.install import wheel_record
 from hatch_jib.python.target import TargetProfile
 from tests.unit.data.python.wheels import build_wheel
@@ -158,6 +159,51 @@ def test_code_change_reads_no_resource_out_of_the_wheel(
     assert rebuilt["code"] == (cold["code"][0], False)
     assert "app/__init__.py" in opened
     assert not [name for name in opened if "/data/" in name]
+
+
+@pytest.mark.parametrize("target", [TARGET, HOST], ids=["no-bytecode", "bytecode"])
+def test_code_change_shows_installer_only_the_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: TargetProfile
+) -> None:
+    root = _resource_project(tmp_path / "app")
+    store = BlobStore(tmp_path / "cache")
+    _layers(root, store, target)
+    (root / "app/__init__.py").write_text("VALUE = 2\n")
+    handed: list[str] = []
+    real_write = StagingDestination.write_to_fs
+
+    def write_to_fs(self, scheme, path, stream, is_executable):  # type: ignore[no-untyped-def]
+        handed.append(path)
+        return real_write(self, scheme, path, stream, is_executable)
+
+    monkeypatch.setattr(StagingDestination, "write_to_fs", write_to_fs)
+
+    rebuilt = _layers(root, store, target)
+
+    monkeypatch.undo()
+    cold = _layers(root, BlobStore(tmp_path / "cold-cache"), target)
+    # The code layer holds RECORD, which still lists every resource as a cold build's does.
+    assert rebuilt["code"] == (cold["code"][0], False)
+    assert rebuilt["resources"] == (cold["resources"][0], True)
+    assert "app/__init__.py" in handed
+    assert not [path for path in handed if "/data/" in path]
+
+
+def test_a_passed_over_file_that_installer_hands_over_anyway_is_recorded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Should installer find the members by another list than `infolist`, it would hand over
+    # the files passed over too: RECORD must still list each of them once.
+    root = _resource_project(tmp_path / "app")
+    store = BlobStore(tmp_path / "cache")
+    _layers(root, store)
+    (root / "app/__init__.py").write_text("VALUE = 2\n")
+    monkeypatch.setattr(RecordedZip, "infolist", zipfile.ZipFile.infolist)
+
+    rebuilt = _layers(root, store)
+
+    cold = _layers(root, BlobStore(tmp_path / "cold-cache"))
+    assert rebuilt["code"] == (cold["code"][0], False)
 
 
 def test_wheel_record_without_a_hash_for_a_file_is_not_trusted(tmp_path: Path) -> None:
