@@ -69,8 +69,9 @@ class StagingDestination(SchemeDictionaryDestination):
         if self.write is None or self.keep_budget > 0 or self.scheme_dict["platlib"] != root:
             return set()
         for path, encoded, size, executable in recorded:
-            top, _, rest = path.partition("/")
-            if top.endswith((".data", ".dist-info")) or "__pycache__" in rest.split("/")[:-1]:
+            # installer skips (with a warning) a file in any `__pycache__`: it must see those.
+            parts = path.split("/")
+            if parts[0].endswith((".data", ".dist-info")) or "__pycache__" in parts[:-1]:
                 continue
             image_path = posixpath.normpath(posixpath.join(root, path)).lstrip("/")
             if not self.write(image_path):

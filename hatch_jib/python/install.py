@@ -140,11 +140,14 @@ RecordedFile = tuple[str, str, int, bool]
 
 def wheel_record(wheel: Path) -> tuple[RecordedFile, ...] | None:
     """Every file of `wheel` as its RECORD lists it, with the zip's executable bit; None when
-    RECORD gives a file no sha256 or size, or lists files the wheel lacks or the reverse."""
+    RECORD gives a file no sha256 or size, or lists files the wheel lacks or the reverse, or
+    when the wheel holds a name twice or one that reaches outside its tree."""
     with zipfile.ZipFile(wheel) as archive:
-        infos = {info.filename: info for info in archive.infolist() if info.filename[-1:] != "/"}
+        members = [info for info in archive.infolist() if info.filename[-1:] != "/"]
+        infos = {info.filename: info for info in members}
         names = [n for n in infos if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]
-        if len(names) != 1:
+        # installer refuses a member twice over or outside the tree; only it may say so.
+        if len(names) != 1 or len(infos) != len(members) or any(map(_escapes, infos)):
             return None
         rows = list(csv.reader(io.StringIO(archive.read(names[0]).decode("utf-8"))))
     files = []
@@ -163,6 +166,10 @@ def wheel_record(wheel: Path) -> tuple[RecordedFile, ...] | None:
     if len(files) != len(infos) - 1:
         return None
     return tuple(sorted(files))
+
+
+def _escapes(name: str) -> bool:
+    return name.startswith("/") or ".." in name.split("/")
 
 
 def without_file_references(metadata: bytes) -> bytes:

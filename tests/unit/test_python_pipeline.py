@@ -10,6 +10,7 @@ import sys
 import tarfile
 import textwrap
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,59 @@ def test_a_passed_over_file_that_installer_hands_over_anyway_is_recorded_once(
 
     cold = _layers(root, BlobStore(tmp_path / "cold-cache"))
     assert rebuilt["code"] == (cold["code"][0], False)
+
+
+@pytest.mark.parametrize(
+    "placed",
+    ["__pycache__/notes.txt", "app/__pycache__/notes.txt", "app/tool.sh"],
+    ids=["top-level-pycache", "package-pycache", "executable"],
+)
+def test_code_change_with_an_odd_resource_matches_a_cold_build(tmp_path: Path, placed: str) -> None:
+    # installer skips a file under any `__pycache__` (with a warning) and keeps an x bit:
+    # a resource it is never shown must come out the same way.
+    root = _resource_project(tmp_path / "app")
+    (root / "assets").mkdir()
+    (root / "assets/file").write_text("#!/bin/sh\necho notes\n")
+    (root / "assets/file").chmod(0o755)
+    with open(root / "pyproject.toml", "a") as pyproject:
+        pyproject.write(
+            f'[tool.hatch.build.targets.wheel.force-include]\n"assets/file" = "{placed}"\n'
+        )
+    store = BlobStore(tmp_path / "cache")
+    with pytest.warns(RuntimeWarning) if "__pycache__" in placed else nullcontext():
+        _layers(root, store)
+    (root / "app/__init__.py").write_text("VALUE = 2\n")
+
+    with pytest.warns(RuntimeWarning) if "__pycache__" in placed else nullcontext():
+        rebuilt = _layers(root, store)
+
+    with pytest.warns(RuntimeWarning) if "__pycache__" in placed else nullcontext():
+        cold = _layers(root, BlobStore(tmp_path / "cold-cache"))
+    assert rebuilt["code"] == (cold["code"][0], False)
+    assert rebuilt["resources"] == (cold["resources"][0], True)
+
+
+def test_wheel_record_of_a_wheel_with_a_duplicate_or_escaping_member_is_not_trusted(
+    tmp_path: Path,
+) -> None:
+    rows = "app/__init__.py,sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,0\n"
+    duplicate = tmp_path / "dup" / "app-1.0-py3-none-any.whl"
+    duplicate.parent.mkdir()
+    with zipfile.ZipFile(duplicate, "w") as archive, pytest.warns(UserWarning):
+        archive.writestr("app/__init__.py", "")
+        archive.writestr("app/__init__.py", "")
+        archive.writestr("app-1.0.dist-info/RECORD", rows + "app-1.0.dist-info/RECORD,,\n")
+    escaping = tmp_path / "esc" / "app-1.0-py3-none-any.whl"
+    escaping.parent.mkdir()
+    with zipfile.ZipFile(escaping, "w") as archive:
+        archive.writestr("app/../../etc/x", "")
+        archive.writestr(
+            "app-1.0.dist-info/RECORD",
+            rows.replace("app/__init__.py", "app/../../etc/x") + "app-1.0.dist-info/RECORD,,\n",
+        )
+
+    assert wheel_record(duplicate) is None
+    assert wheel_record(escaping) is None
 
 
 def test_wheel_record_without_a_hash_for_a_file_is_not_trusted(tmp_path: Path) -> None:
