@@ -247,15 +247,19 @@ def layer_row(label: str, tree: Path, work: Path, repeat: int) -> Row:
 
 
 def buildah_row(label: str, project: Path, work: Path, registry: RunningRegistry, base: str) -> Row:
-    """A cold build against `uv pip install --target` + COPY-only `buildah bud` + push."""
+    """A cold build against `uv pip install --target` + COPY-only `buildah bud` + push.
+
+    uv compiles bytecode too, as hatch-jib does for a target of this Python: the same content.
+    """
     if shutil.which("buildah") is None:
         raise SystemExit("buildah is missing: apt-get install buildah (see scripts/setup)")
     context = work / f"buildah-{label}"
     context.mkdir()
     script = f"""
         set -euo pipefail
-        {sys.executable} -m uv pip install -q --target {context}/site-packages \\
-            --python-version 3.11 --python-platform x86_64-manylinux_2_36 {project}
+        {sys.executable} -m uv pip install -q --compile-bytecode \\
+            --target {context}/site-packages --python-version 3.11 \\
+            --python-platform x86_64-manylinux_2_36 {project}
         printf 'FROM {base}\\nCOPY site-packages /app/site-packages\\n' > {context}/Containerfile
         buildah --storage-driver vfs bud -q --isolation chroot --tls-verify=false \\
             -t bench-{label} {context} >/dev/null

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import marshal
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from hatch_jib.errors import BuildError
+from hatch_jib.python import bytecode
 from hatch_jib.python.bytecode import compile_dists, should_compile
 from hatch_jib.python.install import InstalledDist
 from hatch_jib.python.target import TargetProfile
@@ -77,3 +79,63 @@ def test_pycs_are_the_same_bytes_in_another_checkout_at_another_time(tmp_path: P
 
     pyc = f"{SITE}/pkg/__pycache__/__init__.{TAG}.pyc"
     assert (first / pyc).read_bytes() == (second / pyc).read_bytes()
+
+
+def many_staged(root: Path, count: int) -> list[InstalledDist]:
+    """Two dists of `count` modules in all, one of them broken, as a big install has."""
+    dists = []
+    for name in ("alpha", "beta"):
+        package = root / SITE / name
+        package.mkdir(parents=True)
+        files = []
+        for index in range(count // 2):
+            module = package / f"m{index}.py"
+            module.write_text(f"VALUES = {{{index!r}, 'x', 'y'}}\n\ndef f():\n    return {index}\n")
+            files.append(f"{SITE}/{name}/m{index}.py")
+        dists.append(InstalledDist(name, "1.0", tuple(files)))
+    (root / SITE / "beta/m0.py").write_text("def broken(:\n")
+    return dists
+
+
+def pycs(root: Path, dists: list[InstalledDist]) -> dict[str, bytes]:
+    return {
+        path: (root / path).read_bytes()
+        for dist in dists
+        for path in dist.files
+        if path.endswith(".pyc")
+    }
+
+
+def test_many_files_compile_in_workers_to_the_bytes_this_interpreter_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, there = tmp_path / "here", tmp_path / "workers"
+    alone = compile_dists(here, many_staged(here, 400))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+
+    def not_here(job: object) -> bool:
+        raise AssertionError("every file should have been compiled by a worker")
+
+    monkeypatch.setattr(bytecode, "_compile_here", not_here)
+
+    spread = compile_dists(there, many_staged(there, 400))
+
+    assert [dist.files for dist in spread] == [dist.files for dist in alone]
+    assert len(pycs(there, spread)) == 399  # all but the broken module
+    assert pycs(there, spread) == pycs(here, alone)
+
+
+def test_a_worker_of_another_python_leaves_its_share_to_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="hatch_jib")
+    here, there = tmp_path / "here", tmp_path / "workers"
+    alone = compile_dists(here, many_staged(here, 400))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    # The workers check the version they are sent against their own.
+    monkeypatch.setattr(sys, "version", sys.version + " (another build)")
+
+    spread = compile_dists(there, many_staged(there, 400))
+
+    assert caplog.text.count("bytecode worker exited 3") == 2
+    assert pycs(there, spread) == pycs(here, alone)
