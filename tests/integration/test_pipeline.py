@@ -320,10 +320,15 @@ def test_a_failing_platform_stops_the_other_and_its_own_error_is_raised(
 ):
     project = two_platform_project(tmp_path)
     stopped: list[str] = []
+    # arm64 breaks only once amd64 is at work: failing before amd64 starts would leave
+    # nothing to stop, and the test would depend on which thread runs first.
+    amd64_working = threading.Event()
 
     def arm64_breaks(project, config, target, *args, **kwargs):
         if target.architecture == "arm64":
+            amd64_working.wait(timeout=30)
             raise BuildError("the arm64 layers broke", hint="a test")
+        amd64_working.set()
         work_until_cancelled(stopped, target.architecture)
 
     monkeypatch.setattr(steps, "build_application_layers", arm64_breaks)
