@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import importlib.metadata
-import io
 import json
 import logging
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +17,11 @@ from hatch_jib.cache import ContentHashes
 from hatch_jib.errors import BuildError, ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from hatchling.builders.wheel import WheelBuilder
+
+    from hatch_jib.python.install import RecordedFile
 
 __all__ = [
     "Project",
@@ -142,29 +143,27 @@ class WheelInputs:
         }
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
-    def matches(self, wheel: Path) -> bool:
-        """Whether `wheel` holds exactly these files, with these modes and hashes."""
+    def matches(self, recorded: Sequence[RecordedFile] | None) -> bool:
+        """Whether a wheel whose files are `recorded` (its RECORD, see `wheel_record`) holds
+        exactly these files, with these modes and hashes."""
+        if recorded is None:
+            return False
         expected = {path: digest for path, _, digest in self.files}
         expected.update(self.metadata)
         # As hatchling writes modes: normalized by the owner's bit when reproducible, else as
         # they are, and installer makes a file executable for any of its x bits.
         exec_bits = 0o100 if dict(self.settings).get("reproducible") == "true" else 0o111
         executable = {path for path, permissions, _ in self.files if permissions & exec_bits}
-        unhashed = {f"{self.dist_info}/WHEEL", f"{self.dist_info}/RECORD"}
-        with zipfile.ZipFile(wheel) as archive:
-            record = archive.read(f"{self.dist_info}/RECORD").decode()
-            modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
-        found: dict[str, str] = {}
-        for row in csv.reader(io.StringIO(record)):
-            if not row or row[0] in unhashed:
-                continue
-            algorithm, _, value = (row[1] if len(row) > 1 else "").partition("=")
-            if algorithm != "sha256":
-                return False
-            found[row[0]] = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
-        if found != expected or set(modes) - unhashed != set(expected):
+        rows = [row for row in recorded if row[0] != f"{self.dist_info}/WHEEL"]
+        found = {path: _hex(encoded) for path, encoded, _, _ in rows}
+        if found != expected:
             return False
-        return all(bool(modes[path] & 0o111) == (path in executable) for path in expected)
+        return all(flag == (path in executable) for path, _, _, flag in rows)
+
+
+def _hex(encoded: str) -> str:
+    """A RECORD hash (urlsafe base64, unpadded) as hex."""
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
 
 
 # Bump when WheelInputs reads the project differently: 2 keeps every permission bit, as a
@@ -217,9 +216,9 @@ def _text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def main_module(wheel: Path) -> str | None:
-    """The top-level package in `wheel` that has a `__main__` module, if exactly one has."""
-    with zipfile.ZipFile(wheel) as archive:
-        names = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/__main__.py")]
-    packages = sorted(name.split("/")[0] for name in names)
+def main_module(names: Iterable[str]) -> str | None:
+    """The top-level package that has a `__main__` module among a wheel's file `names`, if
+    exactly one has."""
+    mains = [n for n in names if n.count("/") == 1 and n.endswith("/__main__.py")]
+    packages = sorted(name.split("/")[0] for name in mains)
     return packages[0] if len(packages) == 1 else None

@@ -279,7 +279,7 @@ def _build_platform(
     store: BlobStore,
     image_format: str,
     metadata: dict[str, str],
-    wheel: Future[Path],
+    wheel: Future[steps.ProjectWheel],
 ) -> tuple[Image, steps.AppLayers]:
     config = plan.config
     python = config.python

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import importlib.metadata
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +70,7 @@ from hatch_jib.registry.transport import TransportOptions
 __all__ = [
     "AppLayers",
     "BaseImage",
+    "ProjectWheel",
     "assemble_image",
     "assemble_index",
     "build_application_layers",
@@ -436,7 +439,7 @@ def build_application_layers(
     config: JibConfig,
     target: TargetProfile,
     store: BlobStore,
-    wheel: Path | None = None,
+    wheel: ProjectWheel | None = None,
     *,
     base_layers: int = 0,
 ) -> AppLayers:
@@ -459,7 +462,7 @@ def build_application_layers(
     with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
         root = Path(scratch) / "root"
         root.mkdir()
-        wheel = wheel or build_wheel(project, Path(scratch) / "wheel")
+        wheel = wheel or ProjectWheel(build_wheel(project, Path(scratch) / "wheel"))
 
         # Dependencies, then our own wheel, then extra directories on top, one layer each.
         # The project installs into a tree of its own: whether or not the dependencies were
@@ -470,7 +473,7 @@ def build_application_layers(
         own = _project_layers(wheel, store, project_root, setup)
         extra = tuple(build_layer(spec, store, mtime=setup.mtime) for spec in extras)
         layers = (*dependencies, *own, *extra)
-        entrypoint = choose_entrypoint(project, config, venv, lambda: main_module(wheel))
+        entrypoint = choose_entrypoint(project, config, venv, lambda: main_module(wheel.names()))
     return AppLayers(layers, entrypoint, target)
 
 
@@ -487,7 +490,26 @@ def report_layers(app: AppLayers) -> None:
         )
 
 
-def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> Path:
+@dataclass
+class ProjectWheel:
+    """The project's wheel, and the files its RECORD lists, read at most once."""
+
+    path: Path
+
+    @functools.cached_property
+    def record(self) -> tuple[RecordedFile, ...] | None:
+        """See `wheel_record`: None when the RECORD cannot be trusted."""
+        return wheel_record(self.path)
+
+    def names(self) -> list[str]:
+        """The name of every file in the wheel, from its RECORD where that can be trusted."""
+        if self.record is not None:
+            return [row[0] for row in self.record]
+        with zipfile.ZipFile(self.path) as archive:
+            return archive.namelist()
+
+
+def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> ProjectWheel:
     """The project's wheel, taken from the cache when nothing it is made of has changed.
 
     It needs nothing from the base, so it runs beside the pull. A wheel is remembered by its
@@ -505,12 +527,12 @@ def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> 
         if cached is not None:
             hashes.save()
             log.info("Project wheel %s reused: none of its inputs changed", cached.name)
-            return cached
+            return ProjectWheel(cached)
 
-    wheel = build_wheel(project, directory, builder)
-    if inputs is not None and inputs.matches(wheel):
-        digest = store.put_file(wheel)
-        store.write_record("wheels", inputs.key(), {"filename": wheel.name, "digest": digest})
+    wheel = ProjectWheel(build_wheel(project, directory, builder))
+    if inputs is not None and inputs.matches(wheel.record):
+        digest = store.put_file(wheel.path)
+        store.write_record("wheels", inputs.key(), {"filename": wheel.path.name, "digest": digest})
         hashes.save()
     return wheel
 
@@ -619,13 +641,14 @@ def _dependency_layers(
 
 
 def _project_layers(
-    wheel: Path, store: BlobStore, root: Path, setup: _InstallSetup
+    project_wheel: ProjectWheel, store: BlobStore, root: Path, setup: _InstallSetup
 ) -> tuple[BuiltLayer, ...]:
     """The `resources` and `code` layers, keyed by the project wheel (hatchling's is stable).
 
     A changed wheel whose resources are unchanged installs and tars only its code: the
     resources' layer is found by their hashes in the wheel's RECORD, and they are not read.
     """
+    wheel = project_wheel.path
     key = setup.key("project", [(wheel.name, file_digest(wheel))])
     reused = _reuse_layers(store, key)
     if reused is not None:
@@ -633,7 +656,7 @@ def _project_layers(
 
     # Every file that may land in `resources` is in its key: all but the dist-info and the
     # top-level modules, which install as code whatever the target.
-    recorded = wheel_record(wheel)
+    recorded = project_wheel.record
     resources_key = None
     if recorded is not None:
         rows = [list(map(str, row)) for row in recorded if not _surely_code(row[0])]

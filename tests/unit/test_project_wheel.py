@@ -15,6 +15,7 @@ from hatch_jib import project as project_module
 from hatch_jib.cache import BlobStore, ContentHashes
 from hatch_jib.pipeline.steps import build_project_wheel
 from hatch_jib.project import load_project, wheel_builder, wheel_inputs
+from hatch_jib.python.install import wheel_record
 
 # A fixed past mtime that zip can hold (wheels without `reproducible` keep real times).
 OLD = 1_600_000_000
@@ -62,7 +63,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _wheel(root: Path, store: BlobStore, scratch: Path) -> tuple[str, dict[str, bytes]]:
-    wheel = build_project_wheel(load_project(root), scratch, store)
+    wheel = build_project_wheel(load_project(root), scratch, store).path
     with zipfile.ZipFile(wheel) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
     return hashlib.sha256(wheel.read_bytes()).hexdigest(), files
@@ -131,7 +132,7 @@ def test_executable_bit_is_part_of_the_wheels_inputs(tmp_path: Path, builds) -> 
     _wheel(root, store, tmp_path / "one")
 
     (root / "app" / "data" / "motd.txt").chmod(0o755)
-    wheel = build_project_wheel(load_project(root), tmp_path / "two", store)
+    wheel = build_project_wheel(load_project(root), tmp_path / "two", store).path
 
     assert builds == ["app", "app"]
     with zipfile.ZipFile(wheel) as archive:
@@ -151,7 +152,7 @@ def test_group_or_other_exec_bit_counts_when_the_wheel_keeps_modes(
     build_project_wheel(load_project(root), tmp_path / "one", store)
 
     motd.chmod(0o644 | bit)
-    wheel = build_project_wheel(load_project(root), tmp_path / "two", store)
+    wheel = build_project_wheel(load_project(root), tmp_path / "two", store).path
 
     assert builds == ["app", "app"]
     with zipfile.ZipFile(wheel) as archive:
@@ -241,5 +242,6 @@ def test_wheel_inputs_match_only_the_wheel_made_of_them(tmp_path: Path) -> None:
     (root / "app" / "data" / "motd.txt").write_text("howdy\n")
     other = project_module.build_wheel(load_project(root), tmp_path / "two")
 
-    assert inputs.matches(wheel)
-    assert not inputs.matches(other)
+    assert inputs.matches(wheel_record(wheel))
+    assert not inputs.matches(wheel_record(other))
+    assert not inputs.matches(None)  # a RECORD that cannot be trusted
