@@ -490,7 +490,7 @@ def report_layers(app: AppLayers) -> None:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProjectWheel:
     """The project's wheel, and the files its RECORD lists, read at most once."""
 
