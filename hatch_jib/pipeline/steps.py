@@ -592,8 +592,9 @@ def _installer_version() -> str:
 # wrote bytecode, which were all keyed as if the project had no resources; 3 drops the
 # dependency records of local wheels rebuilt in place, which were installed from the old wheel;
 # 4 drops records of builds run with `python -O`, whose optimized pycs were keyed as plain ones;
-# 5 keys resources by the wheel's RECORD instead of the installed files.
-_INSTALL_FORMAT = "5"
+# 5 keys resources by the wheel's RECORD instead of the installed files; 6 drops layers whose
+# pycs the build's own process wrote, which differ under -X no_debug_ranges or -W error.
+_INSTALL_FORMAT = "6"
 # Stands for "no project" when only the dependency layers are split out.
 _NOTHING = InstalledDist("", "", ())
 # Resource bytes a project install may hold in memory instead of writing them out.

@@ -10,7 +10,6 @@ import os
 import posixpath
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,8 +53,8 @@ def compile_dists(root: Path, dists: Sequence[InstalledDist]) -> list[InstalledD
     The pycs are unchecked-hash based, so they carry no source mtime, and their `co_filename`
     is the path in the image, so tracebacks show /app/.venv/... instead of the build's tree.
     They are the plain, unoptimized ones the image's Python loads by default, whether or not
-    this build runs with `-O` or `PYTHONOPTIMIZE`. Many files are compiled on every core, by
-    child processes of this same interpreter, which write the very bytes this one would.
+    this build runs with `-O` or `PYTHONOPTIMIZE`. Child processes of this interpreter write
+    them (see `_WORKER_FLAGS`), one per core when there are many.
     """
     suffix = importlib.util.cache_from_source("x.py", optimization="").rpartition("x")[2]
     jobs = []
@@ -91,11 +90,18 @@ class _Job:
     target: str
 
 
-# Below this many files a child's start (about 30 ms) costs more than the cores save.
-_PARALLEL_FROM = 300
+# Files per child process: below twice this, one child does them all.
+_SHARE = 150
+# The compiler's output depends on how its interpreter was started: `-X no_debug_ranges`
+# drops column positions from every pyc, `-W error` turns a warning into no pyc at all, and
+# the int digit limit can refuse a long literal. So the pycs always come from children of
+# this interpreter started the same way, never from this process, whatever its own flags:
+# -I (no PYTHON* variables, user site or cwd on the path), -S (py_compile is all it needs),
+# -W ignore (warnings cannot fail a file, and stay off the console).
+_WORKER_FLAGS = ("-I", "-S", "-W", "ignore")
 _WORKER = """
 import json, py_compile, sys
-request = json.load(open(sys.argv[1]))
+request = json.load(sys.stdin)
 if request["version"] != sys.version:
     sys.exit(3)
 failed = []
@@ -110,59 +116,72 @@ json.dump(failed, sys.stdout)
 
 
 def _compile_everywhere(jobs: Sequence[_Job]) -> list[bool]:
-    """Compile every job; whether each gave a pyc. Spread over child processes when many."""
-    workers = min(os.cpu_count() or 1, 8, len(jobs) // (_PARALLEL_FROM // 2))
-    if workers < 2 or len(jobs) < _PARALLEL_FROM or not sys.executable:
-        return [_compile_here(job) for job in jobs]
-    # Round-robin slices, so each child gets a share of every dist's files.
-    slices = [list(range(first, len(jobs), workers)) for first in range(workers)]
+    """Compile every job in child processes, one per core for many files; whether each gave a
+    pyc. A share no child could do is compiled here, with a warning."""
+    if not jobs:
+        return []
+    workers = max(1, min(os.cpu_count() or 1, 8, len(jobs) // _SHARE))
+    # Round-robin shares, so each child gets some of every dist's files.
+    shares = [list(range(first, len(jobs), workers)) for first in range(workers)]
     compiled = [False] * len(jobs)
-    with tempfile.TemporaryDirectory(prefix="hatch-jib-pyc-") as scratch:
-        children = []
-        try:
-            for number, members in enumerate(slices):
-                request = Path(scratch) / f"{number}.json"
-                entries = [
-                    (jobs[i].source, jobs[i].target, posixpath.join("/", jobs[i].path))
-                    for i in members
-                ]
-                request.write_text(json.dumps({"version": sys.version, "jobs": entries}))
-                children.append(_start_worker(request))
-            for members, child in zip(slices, children, strict=True):
-                failed = _wait_for_worker(child)
-                if failed is None:  # no answer: this interpreter does that share itself
-                    for i in members:
-                        compiled[i] = _compile_here(jobs[i])
-                    continue
-                for i in members:
-                    compiled[i] = True
-                for position, message in failed:
-                    compiled[members[position]] = False
-                    _log_not_compiled(jobs[members[position]].path, message)
-        finally:
-            for child in children:
-                if child is not None and child.poll() is None:
-                    child.kill()
-                    child.wait()
+    children: list[subprocess.Popen[bytes] | None] = []
+    try:
+        for share in shares:
+            children.append(_start_worker([jobs[i] for i in share]))
+        for share, child in zip(shares, children, strict=True):
+            failed = _wait_for_worker(child, len(share))
+            if failed is None:
+                _compile_share_here([jobs[i] for i in share], compiled, share)
+                continue
+            for i in share:
+                compiled[i] = True
+            for position, message in failed:
+                compiled[share[position]] = False
+                _log_not_compiled(jobs[share[position]].path, message)
+    finally:
+        for child in children:
+            if child is not None and child.poll() is None:
+                child.kill()
+                child.wait()
     return compiled
 
 
-def _start_worker(request: Path) -> subprocess.Popen[bytes] | None:
+def _start_worker(share: Sequence[_Job]) -> subprocess.Popen[bytes] | None:
+    entries = [(job.source, job.target, posixpath.join("/", job.path)) for job in share]
+    request = json.dumps({"version": sys.version, "jobs": entries}).encode()
+    if not sys.executable:
+        log.debug("no interpreter to start a bytecode worker with")
+        return None
+    # A pipe of our own for the request, so that `communicate` later only reads.
+    reading, writing = os.pipe()
     try:
-        # -I -S: no environment, user site or site-packages; py_compile is all it needs.
-        return subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _WORKER, str(request)],
-            stdin=subprocess.DEVNULL,
+        child = subprocess.Popen(
+            [sys.executable, *_WORKER_FLAGS, "-c", _WORKER],
+            stdin=reading,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
     except OSError as error:
-        log.debug("cannot start a bytecode worker (%s); compiling here", error)
+        os.close(writing)
+        log.debug("cannot start a bytecode worker (%s)", error)
         return None
+    finally:
+        os.close(reading)
+    # The worker reads all of its request before it writes anything, so this cannot block
+    # on a full pipe the other way.
+    try:
+        with open(writing, "wb") as pipe:
+            pipe.write(request)
+    except OSError as error:  # it died at once: its answer says why
+        log.debug("bytecode worker refused its request (%s)", error)
+    return child
 
 
-def _wait_for_worker(child: subprocess.Popen[bytes] | None) -> list[tuple[int, str]] | None:
-    """The worker's failed jobs, or None if it gave no usable answer."""
+def _wait_for_worker(
+    child: subprocess.Popen[bytes] | None, size: int
+) -> list[tuple[int, str]] | None:
+    """The positions and messages of the worker's failed files, or None if it gave no
+    usable answer."""
     if child is None:
         return None
     while True:
@@ -172,14 +191,33 @@ def _wait_for_worker(child: subprocess.Popen[bytes] | None) -> list[tuple[int, s
             break
         except subprocess.TimeoutExpired:
             continue
+    # Killed by a signal (Ctrl-C reaches it too): if the build is being stopped, stop here.
+    cancel.checkpoint()
     if child.returncode != 0:
         log.debug("bytecode worker exited %s: %s", child.returncode, err.decode(errors="replace"))
         return None
     try:
-        return [(int(position), str(message)) for position, message in json.loads(out)]
+        failed = [(position, message) for position, message in json.loads(out)]
     except (ValueError, TypeError) as error:
         log.debug("bytecode worker answered %r (%s)", out[:200], error)
         return None
+    if not all(
+        isinstance(p, int) and 0 <= p < size and isinstance(m, str) and m.strip() for p, m in failed
+    ):
+        log.debug("bytecode worker answered %r", out[:200])
+        return None
+    return failed
+
+
+def _compile_share_here(share: Sequence[_Job], compiled: list[bool], positions: list[int]) -> None:
+    log.warning(
+        "Compiling %d modules in the build's own process, as no worker could: their bytecode "
+        "may depend on how this Python was started (-X no_debug_ranges, -W error)",
+        len(share),
+    )
+    for job, position in zip(share, positions, strict=True):
+        cancel.checkpoint()
+        compiled[position] = _compile_here(job)
 
 
 def _compile_here(job: _Job) -> bool:
@@ -203,4 +241,5 @@ def _compile_here(job: _Job) -> bool:
 def _log_not_compiled(path: str, message: str) -> None:
     # As compileall does: a file that does not compile (a template, old syntax) stays
     # source-only; importing it would fail the same way with or without a pyc.
-    log.debug("not compiling %s: %s", path, message.strip().splitlines()[-1])
+    lines = message.strip().splitlines()
+    log.debug("not compiling %s: %s", path, lines[-1] if lines else "no reason given")

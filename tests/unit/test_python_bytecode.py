@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import marshal
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,6 +95,11 @@ def many_staged(root: Path, count: int) -> list[InstalledDist]:
             files.append(f"{SITE}/{name}/m{index}.py")
         dists.append(InstalledDist(name, "1.0", tuple(files)))
     (root / SITE / "beta/m0.py").write_text("def broken(:\n")
+    # Modules whose pyc a differently started interpreter would write otherwise, or not at
+    # all: an invalid escape warns (an error under -W error), a long literal meets the digit
+    # limit, and every function has column positions (gone under -X no_debug_ranges).
+    (root / SITE / "alpha/m0.py").write_text("PATTERN = '\\d+'\n")
+    (root / SITE / "alpha/m1.py").write_text(f"BIG = {'7' * 5000}\n")
     return dists
 
 
@@ -106,11 +112,12 @@ def pycs(root: Path, dists: list[InstalledDist]) -> dict[str, bytes]:
     }
 
 
-def test_many_files_compile_in_workers_to_the_bytes_this_interpreter_writes(
+def test_many_files_compile_on_every_core_to_the_bytes_of_one_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    here, there = tmp_path / "here", tmp_path / "workers"
-    alone = compile_dists(here, many_staged(here, 400))
+    one, many = tmp_path / "one", tmp_path / "many"
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    alone = compile_dists(one, many_staged(one, 400))
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
 
     def not_here(job: object) -> bool:
@@ -118,13 +125,44 @@ def test_many_files_compile_in_workers_to_the_bytes_this_interpreter_writes(
 
     monkeypatch.setattr(bytecode, "_compile_here", not_here)
 
-    spread = compile_dists(there, many_staged(there, 400))
+    spread = compile_dists(many, many_staged(many, 400))
 
     assert [dist.files for dist in spread] == [dist.files for dist in alone]
-    assert len(pycs(there, spread)) == 399  # all but the broken module
-    assert pycs(there, spread) == pycs(here, alone)
+    assert len(pycs(many, spread)) == 398  # all but the broken module and the long literal
+    assert pycs(many, spread) == pycs(one, alone)
 
 
+_COMPILE_IN_A_CHILD = """
+import sys
+from pathlib import Path
+from hatch_jib.python.install import InstalledDist
+from hatch_jib.python.bytecode import compile_dists
+root = Path(sys.argv[1])
+files = tuple(str(p.relative_to(root)) for p in sorted(root.rglob("*.py")))
+compile_dists(root, [InstalledDist("alpha", "1.0", files)])
+"""
+
+
+def test_pycs_do_not_depend_on_how_the_builds_python_was_started(tmp_path: Path) -> None:
+    here, there = tmp_path / "here", tmp_path / "there"
+    [alpha, _] = compile_dists(here, many_staged(here, 20))
+    many_staged(there, 20)
+    env = {**os.environ, "PYTHONINTMAXSTRDIGITS": "0", "PYTHONNODEBUGRANGES": "1"}
+
+    subprocess.run(
+        [sys.executable, "-W", "error", "-c", _COMPILE_IN_A_CHILD, str(there)],
+        env=env,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+    compiled = {path: (here / path).read_bytes() for path in alpha.files if path.endswith(".pyc")}
+    assert f"{SITE}/alpha/__pycache__/m0.{TAG}.pyc" in compiled
+    assert f"{SITE}/alpha/__pycache__/m1.{TAG}.pyc" not in compiled
+    assert {path: (there / path).read_bytes() for path in compiled} == compiled
+
+
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
 def test_a_worker_of_another_python_leaves_its_share_to_this_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -138,4 +176,21 @@ def test_a_worker_of_another_python_leaves_its_share_to_this_one(
     spread = compile_dists(there, many_staged(there, 400))
 
     assert caplog.text.count("bytecode worker exited 3") == 2
+    assert "Compiling 200 modules in the build's own process" in caplog.text
+    assert pycs(there, spread) == pycs(here, alone)
+
+
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
+def test_a_worker_answer_that_does_not_fit_its_share_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="hatch_jib")
+    here, there = tmp_path / "here", tmp_path / "workers"
+    alone = compile_dists(here, many_staged(here, 20))
+    # A worker that compiles nothing and names a file its share does not have.
+    monkeypatch.setattr(bytecode, "_WORKER", "import sys; sys.stdin.read(); print('[[99, \"x\"]]')")
+
+    spread = compile_dists(there, many_staged(there, 20))
+
+    assert "bytecode worker answered" in caplog.text
     assert pycs(there, spread) == pycs(here, alone)
