@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import importlib.metadata
 import json
@@ -146,6 +145,9 @@ class WheelInputs:
     def matches(self, recorded: Sequence[RecordedFile] | None) -> bool:
         """Whether a wheel whose files are `recorded` (its RECORD, see `wheel_record`) holds
         exactly these files, with these modes and hashes."""
+        # Imported here: installer's side of hatch-jib loads only once a wheel is built.
+        from hatch_jib.python.install import record_hash_hex
+
         if recorded is None:
             return False
         expected = {path: digest for path, _, digest in self.files}
@@ -155,15 +157,10 @@ class WheelInputs:
         exec_bits = 0o100 if dict(self.settings).get("reproducible") == "true" else 0o111
         executable = {path for path, permissions, _ in self.files if permissions & exec_bits}
         rows = [row for row in recorded if row[0] != f"{self.dist_info}/WHEEL"]
-        found = {path: _hex(encoded) for path, encoded, _, _ in rows}
+        found = {path: record_hash_hex(encoded) for path, encoded, _, _ in rows}
         if found != expected:
             return False
         return all(flag == (path in executable) for path, _, _, flag in rows)
-
-
-def _hex(encoded: str) -> str:
-    """A RECORD hash (urlsafe base64, unpadded) as hex."""
-    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
 
 
 # Bump when WheelInputs reads the project differently: 2 keeps every permission bit, as a

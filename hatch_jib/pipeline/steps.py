@@ -462,7 +462,9 @@ def build_application_layers(
     with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
         root = Path(scratch) / "root"
         root.mkdir()
-        wheel = wheel or ProjectWheel(build_wheel(project, Path(scratch) / "wheel"))
+        if wheel is None:
+            built = build_wheel(project, Path(scratch) / "wheel")
+            wheel = ProjectWheel(built, file_digest(built))
 
         # Dependencies, then our own wheel, then extra directories on top, one layer each.
         # The project installs into a tree of its own: whether or not the dependencies were
@@ -492,9 +494,11 @@ def report_layers(app: AppLayers) -> None:
 
 @dataclass(frozen=True)
 class ProjectWheel:
-    """The project's wheel, and the files its RECORD lists, read at most once."""
+    """The project's wheel, its `sha256:` digest, and the files its RECORD lists, read at
+    most once."""
 
     path: Path
+    digest: str
 
     @functools.cached_property
     def record(self) -> tuple[RecordedFile, ...] | None:
@@ -526,18 +530,19 @@ def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> 
         cached = _cached_wheel(store, inputs.key(), directory)
         if cached is not None:
             hashes.save()
-            log.info("Project wheel %s reused: none of its inputs changed", cached.name)
-            return ProjectWheel(cached)
+            log.info("Project wheel %s reused: none of its inputs changed", cached.path.name)
+            return cached
 
-    wheel = ProjectWheel(build_wheel(project, directory, builder))
+    path = build_wheel(project, directory, builder)
+    wheel = ProjectWheel(path, file_digest(path))
     if inputs is not None and inputs.matches(wheel.record):
-        digest = store.put_file(wheel.path)
-        store.write_record("wheels", inputs.key(), {"filename": wheel.path.name, "digest": digest})
+        store.put_file(path, wheel.digest)
+        store.write_record("wheels", inputs.key(), {"filename": path.name, "digest": wheel.digest})
         hashes.save()
     return wheel
 
 
-def _cached_wheel(store: BlobStore, key: str, directory: Path) -> Path | None:
+def _cached_wheel(store: BlobStore, key: str, directory: Path) -> ProjectWheel | None:
     record = store.read_record("wheels", key)
     if not record or "/" in record["filename"] or not record["filename"].endswith(".whl"):
         return None
@@ -547,7 +552,7 @@ def _cached_wheel(store: BlobStore, key: str, directory: Path) -> Path | None:
     directory.mkdir(parents=True, exist_ok=True)
     wheel = directory / record["filename"]
     shutil.copyfile(blob, wheel)
-    return wheel
+    return ProjectWheel(wheel, record["digest"])
 
 
 @dataclass(frozen=True)
@@ -650,7 +655,7 @@ def _project_layers(
     resources' layer is found by their hashes in the wheel's RECORD, and they are not read.
     """
     wheel = project_wheel.path
-    key = setup.key("project", [(wheel.name, file_digest(wheel))])
+    key = setup.key("project", [(wheel.name, project_wheel.digest)])
     reused = _reuse_layers(store, key)
     if reused is not None:
         return reused

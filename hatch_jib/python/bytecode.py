@@ -65,20 +65,17 @@ def compile_dists(root: Path, dists: Sequence[InstalledDist]) -> list[InstalledD
             directory, _, filename = path.rpartition("/")
             pyc = f"{directory}/__pycache__/{filename[:-3]}{suffix}"
             jobs.append(_Job(index, path, pyc, str(root / path), str(root / pyc)))
-    compiled = _compile_everywhere(jobs)
-    result = []
-    for index, dist in enumerate(dists):
-        written = [
-            job.pyc for job, ok in zip(jobs, compiled, strict=True) if ok and job.dist == index
-        ]
-        # Everything else about the dist stays, above all what it left unwritten: the
-        # resources key is made of those files' hashes.
-        result.append(
-            dataclasses.replace(dist, files=tuple(sorted({*dist.files, *written})))
-            if written
-            else dist
-        )
-    return result
+    written: list[list[str]] = [[] for _ in dists]
+    for job, ok in zip(jobs, _compile_everywhere(jobs), strict=True):
+        if ok:
+            written[job.dist].append(job.pyc)
+
+    # Everything else about a dist stays, above all what it left unwritten: the resources
+    # key is made of those files' hashes.
+    return [
+        dataclasses.replace(dist, files=tuple(sorted({*dist.files, *pycs}))) if pycs else dist
+        for dist, pycs in zip(dists, written, strict=True)
+    ]
 
 
 @dataclasses.dataclass(frozen=True)

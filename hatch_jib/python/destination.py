@@ -19,7 +19,7 @@ from installer.records import Hash, RecordEntry
 from installer.utils import Scheme
 
 from hatch_jib import cancel
-from hatch_jib.python.install import without_file_references
+from hatch_jib.python.install import record_hash_hex, without_file_references
 
 __all__ = ["LazyMember", "RecordedZip", "StagingDestination"]
 
@@ -104,7 +104,7 @@ class StagingDestination(SchemeDictionaryDestination):
     ) -> RecordEntry:
         """The RECORD entry of a file neither written nor read, as the wheel's RECORD has it."""
         encoded, size = stream.recorded
-        self.unwritten.append((image_path, _hex(encoded), size, is_executable))
+        self.unwritten.append((image_path, record_hash_hex(encoded), size, is_executable))
         return RecordEntry(path, Hash(self.hash_algorithm, encoded), size)
 
     def finalize_installation(
@@ -122,7 +122,7 @@ class StagingDestination(SchemeDictionaryDestination):
         for path, (image_path, encoded, size, executable) in self.passed_over.items():
             if path in handed_over:  # installer saw it after all: it is recorded already
                 continue
-            self.unwritten.append((image_path, _hex(encoded), size, executable))
+            self.unwritten.append((image_path, record_hash_hex(encoded), size, executable))
             records.append((scheme, RecordEntry(path, Hash(self.hash_algorithm, encoded), size)))
         for file_scheme, entry in records:
             if self.scheme_dict[file_scheme] == root:  # most files: nothing to re-base
@@ -133,11 +133,6 @@ class StagingDestination(SchemeDictionaryDestination):
                 (scheme, RecordEntry(posixpath.relpath(path, root), entry.hash_, entry.size))
             )
         super().finalize_installation(scheme, record_file_path, rebased)
-
-
-def _hex(encoded: str) -> str:
-    """A RECORD hash (urlsafe base64, unpadded) as hex."""
-    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
 
 
 class LazyMember:

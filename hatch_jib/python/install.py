@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import logging
@@ -26,6 +27,7 @@ __all__ = [
     "RecordedFile",
     "create_venv",
     "install_wheel",
+    "record_hash_hex",
     "venv_scheme",
     "wheel_record",
     "without_file_references",
@@ -136,6 +138,11 @@ def install_wheel(
 
 # A file as a wheel's RECORD lists it: path, urlsafe-base64 sha256, size, executable.
 RecordedFile = tuple[str, str, int, bool]
+
+
+def record_hash_hex(encoded: str) -> str:
+    """A RECORD hash (urlsafe base64, unpadded) as hex."""
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
 
 
 def wheel_record(wheel: Path) -> tuple[RecordedFile, ...] | None:
