@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import csv
 import hashlib
 import importlib.metadata
+import io
 import json
 import logging
 import os
+import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +33,7 @@ __all__ = [
     "build_wheel",
     "load_project",
     "main_module",
+    "patch_wheel",
     "wheel_builder",
     "wheel_inputs",
 ]
@@ -131,6 +137,8 @@ class WheelInputs:
     files: tuple[tuple[str, int, str], ...]
     metadata: tuple[tuple[str, str], ...]
     settings: tuple[tuple[str, str], ...]
+    # Where each file is read from: not an input, the same files may sit anywhere.
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def key(self) -> str:
         payload = {
@@ -184,11 +192,13 @@ def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | 
     dist_info = f"{builder.artifact_project_id}.dist-info"
 
     # The included files, as the wheel build walks them.
-    files = []
+    files, sources = [], {}
     for included in builder.recurse_included_files():
         cancel.checkpoint()
         mode, digest = hashes.state(included.path)
-        files.append((included.distribution_path.replace(os.sep, "/"), mode & 0o7777, digest))
+        path = included.distribution_path.replace(os.sep, "/")
+        files.append((path, mode & 0o7777, digest))
+        sources[path] = included.path
 
     # The dist-info files hatchling generates, and the license files it copies.
     metadata = [
@@ -206,11 +216,127 @@ def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | 
         ("tag", builder.get_default_tag()),
         ("reproducible", "true" if config.reproducible else "false"),
     )
-    return WheelInputs(dist_info, tuple(sorted(files)), tuple(sorted(metadata)), settings)
+    return WheelInputs(dist_info, tuple(sorted(files)), tuple(sorted(metadata)), settings, sources)
 
 
 def _text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def patch_wheel(previous: Path, inputs: WheelInputs, target: Path) -> tuple[str, int] | None:
+    """Write the wheel `inputs` describe to `target`, made from `previous`, when that is a
+    wheel hatchling built with the same settings and only the bytes of some files differ;
+    the new wheel's digest and how many files changed.
+
+    Only the changed files' members and RECORD get new bytes, so the result is the wheel
+    hatchling would build. None when anything else differs (a file added, removed or given
+    another mode, other metadata) or `previous` is not laid out as hatchling writes it.
+    """
+    from hatch_jib.wheelzip import UnsupportedZip, read_member, read_members, replace_members
+
+    # A wheel built without `reproducible` takes each member's time from its file.
+    if dict(inputs.settings).get("reproducible") != "true":
+        return None
+    record_name = f"{inputs.dist_info}/RECORD"
+    try:
+        members = read_members(previous)
+        by_name = {member.name: member for member in members}
+        if len(by_name) != len(members) or record_name not in by_name:
+            return None
+        rows = _record_rows(read_member(previous, by_name[record_name]).decode("utf-8"))
+        attributes = {name: member.external_attr for name, member in by_name.items()}
+        changed = _changed_files(inputs, rows, attributes) if rows is not None else None
+        contents = _changed_contents(inputs, changed) if changed is not None else None
+        if rows is None or contents is None:
+            return None
+
+        # RECORD lists the new hashes and sizes in the rows' old order.
+        for row in rows:
+            data = contents.get(row[0])
+            if data is not None:
+                row[1:] = [f"sha256={_record_hash(hashlib.sha256(data).digest())}", str(len(data))]
+        replacements = {**contents, record_name: _record_text(rows).encode("utf-8")}
+        return replace_members(previous, members, target, replacements), len(contents)
+    except (UnsupportedZip, OSError, UnicodeDecodeError, zlib.error) as error:
+        log.debug("wheel %s not patched: %s", previous.name, error)
+        return None
+
+
+def _changed_files(
+    inputs: WheelInputs, rows: list[list[str]], attributes: dict[str, int]
+) -> list[str] | None:
+    """The files whose hash in RECORD `rows` is not the one in `inputs`; None if anything
+    else differs. `attributes` are the members' zip external attributes."""
+    listed = {row[0]: row for row in rows if row}
+    expected = {path: digest for path, _, digest in inputs.files}
+    expected.update(inputs.metadata)
+    generated = {f"{inputs.dist_info}/RECORD", f"{inputs.dist_info}/WHEEL"}
+    if len(listed) != len(rows) or listed.keys() != attributes.keys():
+        return None
+    if listed.keys() - generated != expected.keys():
+        return None
+
+    # A file's mode is in its zip entry; a new mode means new entry bytes beyond the data.
+    modes = {path: permissions for path, permissions, _ in inputs.files}
+    changed = []
+    for path, digest in expected.items():
+        row = listed[path]
+        if len(row) != 3 or not row[1].startswith("sha256="):
+            return None
+        if path in modes and attributes[path] >> 16 != _zip_mode(modes[path]):
+            return None
+        if row[1] != f"sha256={_record_hash(bytes.fromhex(digest))}":
+            if path not in modes:
+                return None  # generated metadata changed: hatchling writes it
+            changed.append(path)
+    return changed
+
+
+def _changed_contents(inputs: WheelInputs, changed: list[str]) -> dict[str, bytes] | None:
+    """The bytes of the `changed` files, or None once they are too large to hold or one has
+    changed again since `inputs` hashed it."""
+    expected = {path: digest for path, _, digest in inputs.files}
+    if any(path not in inputs.sources for path in changed):
+        return None
+    if sum(os.stat(inputs.sources[path]).st_size for path in changed) > _PATCH_LIMIT:
+        return None
+    contents = {}
+    for path in changed:
+        cancel.checkpoint()
+        data = Path(inputs.sources[path]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != expected[path]:
+            return None
+        contents[path] = data
+    return contents
+
+
+# Changed files are held in memory to be deflated; more than this goes to hatchling, which
+# streams them.
+_PATCH_LIMIT = 64 << 20
+
+
+def _zip_mode(permissions: int) -> int:
+    """The mode hatchling gives a regular file's zip entry when it builds reproducibly."""
+    from hatchling.builders.utils import normalize_file_permissions
+
+    return normalize_file_permissions(stat.S_IFREG | permissions) & 0xFFFF
+
+
+def _record_hash(digest: bytes) -> str:
+    """A sha256 `digest` as RECORD writes it: urlsafe base64, unpadded."""
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def _record_rows(text: str) -> list[list[str]] | None:
+    """RECORD's rows, if writing them again as hatchling does gives back the same text."""
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows if _record_text(rows) == text else None
+
+
+def _record_text(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=",", quotechar='"', lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def main_module(names: Iterable[str]) -> str | None:

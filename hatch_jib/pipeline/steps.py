@@ -43,7 +43,15 @@ from hatch_jib.image.layer import BuiltLayer, LayerSpec, build_layer
 from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest, serialize
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
-from hatch_jib.project import Project, build_wheel, main_module, wheel_builder, wheel_inputs
+from hatch_jib.project import (
+    Project,
+    WheelInputs,
+    build_wheel,
+    main_module,
+    patch_wheel,
+    wheel_builder,
+    wheel_inputs,
+)
 from hatch_jib.python.bytecode import compile_dists, should_compile
 from hatch_jib.python.install import (
     InstalledDist,
@@ -514,7 +522,8 @@ class ProjectWheel:
 
 
 def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> ProjectWheel:
-    """The project's wheel, taken from the cache when nothing it is made of has changed.
+    """The project's wheel, taken from the cache when nothing it is made of has changed, or
+    the last one patched when only the bytes of some files have (see `patch_wheel`).
 
     It needs nothing from the base, so it runs beside the pull. A wheel is remembered by its
     inputs (see `WheelInputs`) only once its own RECORD shows it was made of exactly those.
@@ -527,32 +536,96 @@ def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> 
         log.debug("wheel inputs of %s not known (%s); building it", project.name, error)
         inputs = None
     if inputs is not None:
-        cached = _cached_wheel(store, inputs.key(), directory)
+        cached = _cached_wheel(store, store.read_record("wheels", inputs.key()), directory)
         if cached is not None:
+            _remember_wheel(store, project, inputs, cached)
             hashes.save()
             log.info("Project wheel %s reused: none of its inputs changed", cached.path.name)
             return cached
 
+        # After a change to files' bytes alone, the last wheel is patched, not built again.
+        patched = _patched_wheel(store, project, inputs, directory)
+        if patched is not None and inputs.matches(patched[0].record):
+            wheel, changed = patched
+            _remember_wheel(store, project, inputs, wheel, new=True)
+            hashes.save()
+            log.info(
+                "Project wheel %s made from the last one: %d changed file(s) replaced",
+                wheel.path.name,
+                changed,
+            )
+            return wheel
+
     path = build_wheel(project, directory, builder)
     wheel = ProjectWheel(path, file_digest(path))
     if inputs is not None and inputs.matches(wheel.record):
-        store.put_file(path, wheel.digest)
-        store.write_record("wheels", inputs.key(), {"filename": path.name, "digest": wheel.digest})
+        _remember_wheel(store, project, inputs, wheel, new=True)
         hashes.save()
     return wheel
 
 
-def _cached_wheel(store: BlobStore, key: str, directory: Path) -> ProjectWheel | None:
-    record = store.read_record("wheels", key)
-    if not record or "/" in record["filename"] or not record["filename"].endswith(".whl"):
+def _remember_wheel(
+    store: BlobStore,
+    project: Project,
+    inputs: WheelInputs,
+    wheel: ProjectWheel,
+    *,
+    new: bool = False,
+) -> None:
+    """Keep a `new` wheel under its inputs, and any as the project's last wheel, the one a
+    later change of files' bytes patches."""
+    record = {"filename": wheel.path.name, "digest": wheel.digest}
+    if new:
+        store.put_file(wheel.path, wheel.digest)
+        store.write_record("wheels", inputs.key(), record)
+    last = {**record, "dist-info": inputs.dist_info, "settings": [*map(list, inputs.settings)]}
+    if store.read_record("last-wheels", str(project.root)) != last:
+        store.write_record("last-wheels", str(project.root), last)
+
+
+def _patched_wheel(
+    store: BlobStore, project: Project, inputs: WheelInputs, directory: Path
+) -> tuple[ProjectWheel, int] | None:
+    """The project's last wheel with the files that changed since replaced (see
+    `patch_wheel`), and how many did; None when it was built otherwise or is gone."""
+    last = store.read_record("last-wheels", str(project.root))
+    if not last or last.get("dist-info") != inputs.dist_info:
         return None
-    blob = store.verified_path(record["digest"])
-    if blob is None:
+    if last.get("settings") != [*map(list, inputs.settings)]:
+        return None
+    previous = _stored_wheel(store, last)
+    if previous is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / last["filename"]
+    patched = patch_wheel(previous, inputs, target)
+    if patched is None:
+        return None
+    digest, changed = patched
+    return ProjectWheel(target, digest), changed
+
+
+def _cached_wheel(
+    store: BlobStore, record: dict[str, Any] | None, directory: Path
+) -> ProjectWheel | None:
+    """The wheel a `wheels` record names, copied into `directory`."""
+    blob = _stored_wheel(store, record)
+    if blob is None or record is None:
         return None
     directory.mkdir(parents=True, exist_ok=True)
     wheel = directory / record["filename"]
     shutil.copyfile(blob, wheel)
     return ProjectWheel(wheel, record["digest"])
+
+
+def _stored_wheel(store: BlobStore, record: dict[str, Any] | None) -> Path | None:
+    """The verified blob of the wheel a `wheels` or `last-wheels` record names."""
+    name, digest = (record or {}).get("filename"), (record or {}).get("digest")
+    if not isinstance(name, str) or "/" in name or not name.endswith(".whl"):
+        return None
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        return None
+    return store.verified_path(digest)
 
 
 @dataclass(frozen=True)

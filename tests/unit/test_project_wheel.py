@@ -81,16 +81,18 @@ def test_unchanged_project_reuses_its_wheel_without_building(tmp_path: Path, bui
 
 
 @pytest.mark.parametrize(
-    ("relative", "content"),
+    ("relative", "content", "hatchling_builds"),
     [
-        ("app/__init__.py", "def main():\n    print('ho')\n"),  # code, same size
-        ("app/data/motd.txt", "howdy\n"),  # a resource, same size
-        ("LICENSE", "BSD\n"),  # a license file, copied into dist-info
-        ("VERSION.py", '__version__ = "2.0"\n'),  # the dynamic version's source
+        # Only the file's bytes change, so the last wheel is patched.
+        ("app/__init__.py", "def main():\n    print('ho')\n", ["app"]),  # code, same size
+        ("app/data/motd.txt", "howdy\n", ["app"]),  # a resource, same size
+        # Metadata changes too, and only hatchling writes that.
+        ("LICENSE", "BSD\n", ["app", "app"]),  # a license file, copied into dist-info
+        ("VERSION.py", '__version__ = "2.0"\n', ["app", "app"]),  # the dynamic version
     ],
 )
-def test_file_rewritten_with_its_old_mtime_builds_the_wheel_again(
-    tmp_path: Path, builds, relative: str, content: str
+def test_file_rewritten_with_its_old_mtime_gives_the_wheel_a_cold_build_gives(
+    tmp_path: Path, builds, relative: str, content: str, hatchling_builds: list[str]
 ) -> None:
     root = _project(tmp_path / "src")
     store = BlobStore(tmp_path / "cache")
@@ -98,12 +100,70 @@ def test_file_rewritten_with_its_old_mtime_builds_the_wheel_again(
 
     (root / relative).write_text(content)
     os.utime(root / relative, (OLD, OLD))
-    _, after = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+    digest, after = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+
+    assert builds == hatchling_builds
+    assert after != before
+    cold, _ = _wheel(root, BlobStore(tmp_path / "cold-cache"), tmp_path / "three")
+    assert digest == cold
+
+
+def test_patched_wheel_is_byte_for_byte_the_one_hatchling_builds(tmp_path: Path, builds) -> None:
+    # Members before, between and after the replaced ones, a non-ASCII name, an empty file
+    # that gets bytes and one that spans many of zipfile's 16 KiB writes.
+    root = _project(tmp_path / "src")
+    data = root / "app" / "data"
+    (data / "empty.txt").write_bytes(b"")
+    (data / "ünïcode.txt").write_text("one\n")
+    (data / "big.txt").write_text(_words(40_000, "seed"))
+    (data / "zzz.txt").write_text("last\n")
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+
+    (data / "empty.txt").write_text("not any more\n")
+    (data / "ünïcode.txt").write_text("two, and longer\n")
+    (data / "big.txt").write_text(_words(50_000, "other"))
+    digest, files = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+
+    assert builds == ["app"]
+    cold = project_module.build_wheel(load_project(root), tmp_path / "cold")
+    assert digest == hashlib.sha256(cold.read_bytes()).hexdigest()
+    assert files["app/data/ünïcode.txt"] == b"two, and longer\n"
+    assert wheel_record(tmp_path / "two" / cold.name) == wheel_record(cold)
+
+
+def _words(count: int, seed: str) -> str:
+    """Text that deflates differently at each level, so a wrong level shows."""
+    words = [hashlib.sha256(f"{seed}{i}".encode()).hexdigest()[: 1 + i % 9] for i in range(300)]
+    picks = (int(hashlib.md5(f"{seed}{i}".encode()).hexdigest(), 16) % 300 for i in range(count))
+    return " ".join(words[pick] for pick in picks)
+
+
+def test_content_change_without_reproducible_builds_with_hatchling(tmp_path: Path, builds) -> None:
+    # Such a wheel takes each member's time from its file, which a patch would not know.
+    root = _project(tmp_path / "src", "[tool.hatch.build]\nreproducible = false\n")
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+
+    (root / "app" / "__init__.py").write_text("def main():\n    print('ho')\n")
+    _, files = _wheel(root, store, tmp_path / "two")
 
     assert builds == ["app", "app"]
-    assert after != before
-    _, cold = _wheel(root, BlobStore(tmp_path / "cold-cache"), tmp_path / "three")
-    assert after == cold
+    assert b"'ho'" in files["app/__init__.py"]
+
+
+def test_corrupt_last_wheel_is_evicted_and_the_wheel_built(tmp_path: Path, builds) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    digest, _ = _wheel(root, store, tmp_path / "one")
+    store.path(f"sha256:{digest}").write_bytes(b"not a wheel")
+
+    (root / "app" / "__init__.py").write_text("def main():\n    print('ho')\n")
+    _, files = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+
+    assert builds == ["app", "app"]
+    assert not store.path(f"sha256:{digest}").exists()
+    assert b"'ho'" in files["app/__init__.py"]
 
 
 def test_new_file_and_new_script_build_the_wheel_again(tmp_path: Path, builds) -> None:

@@ -1,0 +1,114 @@
+"""`wheelzip`: members replaced in a zip give the archive zipfile would have written."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hatch_jib.wheelzip import UnsupportedZip, read_member, read_members, replace_members
+
+TIME = (2020, 2, 2, 0, 0, 0)
+
+
+def _zip(path: Path, members: dict[str, bytes], *, stored: frozenset[str] = frozenset()) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, TIME)
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return path
+
+
+MEMBERS = {
+    "pkg/__init__.py": b"print('one')\n" * 50,
+    "pkg/data/ünï.txt": b"data\n",
+    "pkg/empty.txt": b"",
+    "pkg-1.0.dist-info/RECORD": b"rows\n",
+}
+
+
+@pytest.mark.parametrize(
+    "replacements",
+    [
+        {"pkg/__init__.py": b"print('two, a little longer')\n" * 70},  # the first member
+        {"pkg/data/ünï.txt": b"", "pkg/empty.txt": b"now with bytes\n"},  # side by side
+        {"pkg-1.0.dist-info/RECORD": b"other rows\n"},  # the last member
+        {},
+    ],
+)
+def test_replaced_members_give_the_archive_zipfile_writes(
+    tmp_path: Path, replacements: dict[str, bytes]
+) -> None:
+    source = _zip(tmp_path / "old.zip", MEMBERS)
+
+    digest = replace_members(source, read_members(source), tmp_path / "new.zip", replacements)
+
+    expected = _zip(tmp_path / "expected.zip", {**MEMBERS, **replacements}).read_bytes()
+    written = (tmp_path / "new.zip").read_bytes()
+    assert written == expected
+    assert digest == "sha256:" + hashlib.sha256(written).hexdigest()
+
+
+def test_member_bytes_are_read_back(tmp_path: Path) -> None:
+    source = _zip(tmp_path / "old.zip", MEMBERS, stored=frozenset({"pkg/empty.txt"}))
+
+    members = read_members(source)
+
+    assert [member.name for member in members] == list(MEMBERS)
+    assert [read_member(source, member) for member in members] == list(MEMBERS.values())
+
+
+def _with_comment(path: Path) -> None:
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.comment = b"made elsewhere"
+
+
+def _streamed(path: Path) -> None:
+    # Written to a stream that cannot seek: each member gets a data descriptor.
+    class Unseekable(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, chunk) -> int:  # type: ignore[no-untyped-def]
+            self.data += chunk
+            return len(chunk)
+
+    stream = Unseekable()
+    with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("pkg/__init__.py", b"print('one')\n")
+    path.write_bytes(bytes(stream.data))
+
+
+def _prefixed(path: Path) -> None:
+    path.write_bytes(b"#!/bin/sh\n" + path.read_bytes())
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:10])
+
+
+@pytest.mark.parametrize("spoil", [_with_comment, _streamed, _prefixed, _truncated])
+def test_archive_zipfile_would_not_write_is_refused(
+    tmp_path: Path, spoil: Callable[[Path], None]
+) -> None:
+    source = _zip(tmp_path / "old.zip", MEMBERS)
+    spoil(source)
+
+    with pytest.raises(UnsupportedZip):
+        read_members(source)
+
+
+def test_stored_member_is_not_replaced(tmp_path: Path) -> None:
+    source = _zip(tmp_path / "old.zip", MEMBERS, stored=frozenset({"pkg/empty.txt"}))
+
+    with pytest.raises(UnsupportedZip, match=r"pkg/empty\.txt"):
+        replace_members(source, read_members(source), tmp_path / "new.zip", {"pkg/empty.txt": b"x"})
