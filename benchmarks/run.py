@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The measured child modes live apart, so that they import nothing of this harness.
+CHILD = Path(__file__).with_name("child.py")
 sys.path.insert(0, str(REPO_ROOT))
 
 if TYPE_CHECKING:
@@ -200,7 +202,7 @@ def push_rows(label: str, project: Path, work: Path, base: str, repeat: int) -> 
         engines.append(
             into_empty_registry(
                 f"engine-{label}-{attempt}",
-                lambda ref: [PYTHON[0], __file__, "push-layout", str(layout), ref],
+                lambda ref: [PYTHON[0], str(CHILD), "push-layout", str(layout), ref],
             )
         )
         copies.append(
@@ -235,7 +237,7 @@ def layer_row(label: str, tree: Path, work: Path, repeat: int) -> Row:
     ours, theirs = [], []
     for attempt in range(repeat):
         store = work / f"layer-store-{label}-{attempt}"
-        ours.append(measure([PYTHON[0], __file__, "write-layer", str(tree), str(store)]))
+        ours.append(measure([PYTHON[0], str(CHILD), "write-layer", str(tree), str(store)]))
         theirs.append(measure(["bash", "-o", "pipefail", "-c", pipeline]))
     return Row(
         f"{label}: write one layer",
@@ -287,69 +289,7 @@ def memory_rows(sizes_mb: Sequence[int], work: Path, repeat: int) -> list[Row]:
     return rows
 
 
-# Entry points -------------------------------------------------------------------------------
-
-
-def push_layout(layout: Path, target: str) -> None:
-    """Child mode: push an OCI layout's image with our push code alone, as skopeo does."""
-    import json
-
-    from hatch_jib.image.descriptor import Descriptor
-    from hatch_jib.image.image import Image, ImageLayer
-    from hatch_jib.image.manifest import parse_manifest
-    from hatch_jib.image.platform import Platform
-    from hatch_jib.image.reference import parse_reference
-    from hatch_jib.outputs.registry import push_image
-    from hatch_jib.registry import RegistryClient, TransportOptions
-
-    def blob(digest: str) -> Path:
-        return layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
-
-    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
-    raw = blob(entry["digest"]).read_bytes()
-    manifest = parse_manifest(raw, entry["mediaType"])
-    config = Descriptor(manifest.config.media_type, manifest.config.digest, manifest.config.size)
-    image = Image(
-        platform=Platform(),
-        manifest_media_type=entry["mediaType"],
-        manifest_bytes=raw,
-        config=config,
-        config_bytes=blob(config.digest).read_bytes(),
-        layers=tuple(ImageLayer(layer, "", "layer") for layer in manifest.layers),
-    )
-    reference = parse_reference(target)
-    with RegistryClient(
-        reference.registry,
-        reference.repository,
-        credential=None,
-        options=TransportOptions(),
-        push=True,
-    ) as client:
-        push_image(image, client=client, target=reference, tags=["1.0"], blob_path=blob)
-
-
-def write_layer(tree: Path, store_root: Path) -> None:
-    """Child mode: write `tree` as one layer with the production writer."""
-    from hatch_jib.cache import BlobStore
-    from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
-
-    # One stat per file, from the directory scan, as tar does; the order does not matter.
-    entries = []
-    prefix = len(str(tree)) + 1
-    pending = [str(tree)]
-    while pending:
-        with os.scandir(pending.pop()) as scan:
-            for item in scan:
-                name = item.path[prefix:]
-                if item.is_symlink():
-                    entries.append(LayerEntry.symlink(name, os.readlink(item.path)))
-                elif item.is_dir():
-                    entries.append(LayerEntry.directory(name))
-                    pending.append(item.path)
-                else:
-                    mode = 0o755 if item.stat().st_mode & 0o111 else 0o644
-                    entries.append(LayerEntry.file(name, Path(item.path), mode=mode))
-    build_layer(LayerSpec("bench", tuple(entries)), BlobStore(store_root))
+# The environment, the report, the entry point -----------------------------------------------
 
 
 def clean_environment(work: Path) -> str:
@@ -422,14 +362,7 @@ def main() -> None:
         action="store_true",
         help="measure hatch-jib in this interpreter's environment, not a clean one",
     )
-    parser.add_argument("mode", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.mode[:1] == ["write-layer"]:
-        write_layer(Path(args.mode[1]), Path(args.mode[2]))
-        return
-    if args.mode[:1] == ["push-layout"]:
-        push_layout(Path(args.mode[1]), args.mode[2])
-        return
     groups = set(args.only or GROUPS)
     if args.no_buildah:
         groups.discard("buildah")
