@@ -352,7 +352,9 @@ class ContentHashes:
     def __init__(self, store: BlobStore, name: str, *, keep: bool = False) -> None:
         self._store = store
         self._key = name
-        self._known: dict[str, list[Any]] = store.read_record("content-hashes", name) or {}
+        known = store.read_record("content-hashes", name)
+        # A record of another shape (a damaged cache) is as good as none.
+        self._known: dict[str, list[Any]] = known if isinstance(known, dict) else {}
         self._seen: dict[str, list[Any]] = {}
         self._states: dict[str, tuple[int, str]] = {}
         self._kept: dict[str, bytes] = {}
@@ -380,7 +382,7 @@ class ContentHashes:
         # A file seen before needs its stat only; a new or changed one is opened once, for
         # its stat and its bytes together.
         known = self._known.get(name)
-        if known is not None:
+        if isinstance(known, list) and known:
             info = os.stat(name)
             if known[:-1] == _stamp(info):
                 self._remember(name, info, str(known[-1]))

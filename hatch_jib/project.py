@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import stat
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,10 +128,11 @@ def build_wheel(project: Project, directory: Path, builder: WheelBuilder | None 
 class WheelInputs:
     """Everything hatchling makes the project's standard wheel of, read before building it.
 
-    `files` are the included files as (distribution path, permission bits, sha256), `metadata`
-    the sha256 of each generated dist-info file, `settings` what else names the wheel and
-    its tags. `matches` checks a built wheel against all of it, so a wheel is only ever
-    remembered under inputs that are exactly its own.
+    `files` are the included files as (distribution path, permission bits, sha256) in the
+    order hatchling writes them, `metadata` the sha256 of each generated dist-info file,
+    `settings` what else shapes the wheel's bytes: its name and tag, the members' time, and
+    the zipfile and zlib that write it. `matches` checks a built wheel against all of it, so
+    a wheel is only ever remembered under inputs that are exactly its own.
     """
 
     dist_info: str
@@ -149,6 +151,10 @@ class WheelInputs:
             "settings": self.settings,
         }
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+    def filename(self) -> str:
+        """The wheel's file name, as hatchling names it."""
+        return f"{self.dist_info.removesuffix('.dist-info')}-{dict(self.settings)['tag']}.whl"
 
     def matches(self, recorded: Sequence[RecordedFile] | None) -> bool:
         """Whether a wheel whose files are `recorded` (its RECORD, see `wheel_record`) holds
@@ -172,8 +178,9 @@ class WheelInputs:
 
 
 # Bump when WheelInputs reads the project differently: 2 keeps every permission bit, as a
-# wheel built with `reproducible = false` carries them all.
-_WHEEL_INPUTS_FORMAT = "2"
+# wheel built with `reproducible = false` carries them all; 3 keeps the files in the order
+# of the wheel's members, and adds the members' time and the zipfile and zlib versions.
+_WHEEL_INPUTS_FORMAT = "3"
 
 
 def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | None:
@@ -199,6 +206,9 @@ def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | 
         path = included.distribution_path.replace(os.sep, "/")
         files.append((path, mode & 0o7777, digest))
         sources[path] = included.path
+    # Two files for one wheel path make hatchling stop; let it say so.
+    if len(sources) != len(files):
+        return None
 
     # The dist-info files hatchling generates, and the license files it copies.
     metadata = [
@@ -215,8 +225,22 @@ def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | 
         ("hatchling", importlib.metadata.version("hatchling")),
         ("tag", builder.get_default_tag()),
         ("reproducible", "true" if config.reproducible else "false"),
+        ("member-time", _member_time(reproducible=config.reproducible)),
+        ("python", f"{sys.version_info.major}.{sys.version_info.minor}"),
+        ("zlib", zlib.ZLIB_RUNTIME_VERSION),
     )
-    return WheelInputs(dist_info, tuple(sorted(files)), tuple(sorted(metadata)), settings, sources)
+    return WheelInputs(dist_info, tuple(files), tuple(sorted(metadata)), settings, sources)
+
+
+def _member_time(*, reproducible: bool) -> str:
+    """The time hatchling gives every member, from SOURCE_DATE_EPOCH, when it builds
+    reproducibly; otherwise each file's own mtime is used, which zip times alone record."""
+    if not reproducible:
+        return "mtime"
+    from hatchling.builders.wheel import WheelArchive
+
+    year, month, day, hour, minute, second = WheelArchive.get_reproducible_time_tuple()
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
 
 
 def _text_digest(text: str) -> str:
@@ -257,8 +281,9 @@ def patch_wheel(previous: Path, inputs: WheelInputs, target: Path) -> tuple[str,
                 row[1:] = [f"sha256={_record_hash(hashlib.sha256(data).digest())}", str(len(data))]
         replacements = {**contents, record_name: _record_text(rows).encode("utf-8")}
         return replace_members(previous, members, target, replacements), len(contents)
-    except (UnsupportedZip, OSError, UnicodeDecodeError, zlib.error) as error:
+    except (UnsupportedZip, OSError, UnicodeDecodeError, zlib.error, csv.Error) as error:
         log.debug("wheel %s not patched: %s", previous.name, error)
+        target.unlink(missing_ok=True)
         return None
 
 
@@ -266,7 +291,7 @@ def _changed_files(
     inputs: WheelInputs, rows: list[list[str]], attributes: dict[str, int]
 ) -> list[str] | None:
     """The files whose hash in RECORD `rows` is not the one in `inputs`; None if anything
-    else differs. `attributes` are the members' zip external attributes."""
+    else differs. `attributes` are the members' zip external attributes, in archive order."""
     listed = {row[0]: row for row in rows if row}
     expected = {path: digest for path, _, digest in inputs.files}
     expected.update(inputs.metadata)
@@ -276,8 +301,12 @@ def _changed_files(
     if listed.keys() - generated != expected.keys():
         return None
 
-    # A file's mode is in its zip entry; a new mode means new entry bytes beyond the data.
+    # Members stay where they are, so they must already be in the order hatchling walks.
     modes = {path: permissions for path, permissions, _ in inputs.files}
+    if [name for name in attributes if name in modes] != list(modes):
+        return None
+
+    # A file's mode is in its zip entry; a new mode means new entry bytes beyond the data.
     changed = []
     for path, digest in expected.items():
         row = listed[path]

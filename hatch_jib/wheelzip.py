@@ -131,13 +131,14 @@ def replace_members(
         for member in members:
             data = replacements.get(member.name)
             if data is None:
-                central.append(_moved(member.central, offset=member.start + shift))
+                central.append(_moved(member.central, offset=_below_zip64(member.start + shift)))
                 continue
 
             # The members since the last replaced one are copied in one run.
             _copy(original, copied_to, member.start, emit)
             copied_to = member.end
-            entry, record = _replaced(original, member, data, offset=member.start + shift)
+            offset = _below_zip64(member.start + shift)
+            entry, record = _replaced(original, member, data, offset=offset)
             emit(entry)
             central.append(record)
             shift += len(entry) - (member.end - member.start)
@@ -148,8 +149,9 @@ def replace_members(
         directory = b"".join(central)
         emit(directory)
         count = len(central)
-        offset = members_end + shift
-        emit(_END.pack(_END_SIGNATURE, 0, 0, count, count, len(directory), offset, 0))
+        offset = _below_zip64(members_end + shift)
+        size = _below_zip64(len(directory))
+        emit(_END.pack(_END_SIGNATURE, 0, 0, count, count, size, offset, 0))
     return "sha256:" + digest.hexdigest()
 
 
@@ -175,6 +177,13 @@ def _replaced(
     fields[6:9] = crc, len(packed), len(data)
     entry = _LOCAL.pack(*fields) + header[_LOCAL.size :] + packed
     return entry, _moved(member.central, offset=offset, sizes=(crc, len(packed), len(data)))
+
+
+def _below_zip64(value: int) -> int:
+    """`value`, an offset or size, if zipfile would write it without ZIP64 fields."""
+    if value > _ZIP64_LIMIT:
+        raise UnsupportedZip(f"the archive would pass {_ZIP64_LIMIT} bytes and need ZIP64")
+    return value
 
 
 def _moved(record: bytes, *, offset: int, sizes: tuple[int, int, int] | None = None) -> bytes:

@@ -536,7 +536,7 @@ def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> 
         log.debug("wheel inputs of %s not known (%s); building it", project.name, error)
         inputs = None
     if inputs is not None:
-        cached = _cached_wheel(store, store.read_record("wheels", inputs.key()), directory)
+        cached = _cached_wheel(store, inputs, directory)
         if cached is not None:
             _remember_wheel(store, project, inputs, cached)
             hashes.save()
@@ -578,7 +578,7 @@ def _remember_wheel(
     if new:
         store.put_file(wheel.path, wheel.digest)
         store.write_record("wheels", inputs.key(), record)
-    last = {**record, "dist-info": inputs.dist_info, "settings": [*map(list, inputs.settings)]}
+    last = {**record, "settings": [*map(list, inputs.settings)]}
     if store.read_record("last-wheels", str(project.root)) != last:
         store.write_record("last-wheels", str(project.root), last)
 
@@ -589,15 +589,14 @@ def _patched_wheel(
     """The project's last wheel with the files that changed since replaced (see
     `patch_wheel`), and how many did; None when it was built otherwise or is gone."""
     last = store.read_record("last-wheels", str(project.root))
-    if not last or last.get("dist-info") != inputs.dist_info:
+    if not isinstance(last, dict) or last.get("settings") != [*map(list, inputs.settings)]:
         return None
-    if last.get("settings") != [*map(list, inputs.settings)]:
+    stored = _stored_wheel(store, last, inputs.filename())
+    if stored is None:
         return None
-    previous = _stored_wheel(store, last)
-    if previous is None:
-        return None
+    previous = stored[0]
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / last["filename"]
+    target = directory / inputs.filename()
     patched = patch_wheel(previous, inputs, target)
     if patched is None:
         return None
@@ -605,27 +604,29 @@ def _patched_wheel(
     return ProjectWheel(target, digest), changed
 
 
-def _cached_wheel(
-    store: BlobStore, record: dict[str, Any] | None, directory: Path
-) -> ProjectWheel | None:
-    """The wheel a `wheels` record names, copied into `directory`."""
-    blob = _stored_wheel(store, record)
-    if blob is None or record is None:
+def _cached_wheel(store: BlobStore, inputs: WheelInputs, directory: Path) -> ProjectWheel | None:
+    """The wheel remembered under `inputs`, copied into `directory`."""
+    stored = _stored_wheel(store, store.read_record("wheels", inputs.key()), inputs.filename())
+    if stored is None:
         return None
+    blob, digest = stored
     directory.mkdir(parents=True, exist_ok=True)
-    wheel = directory / record["filename"]
+    wheel = directory / inputs.filename()
     shutil.copyfile(blob, wheel)
-    return ProjectWheel(wheel, record["digest"])
+    return ProjectWheel(wheel, digest)
 
 
-def _stored_wheel(store: BlobStore, record: dict[str, Any] | None) -> Path | None:
-    """The verified blob of the wheel a `wheels` or `last-wheels` record names."""
-    name, digest = (record or {}).get("filename"), (record or {}).get("digest")
-    if not isinstance(name, str) or "/" in name or not name.endswith(".whl"):
+def _stored_wheel(store: BlobStore, record: Any, filename: str) -> tuple[Path, str] | None:
+    """The verified blob and digest of the wheel a `wheels` or `last-wheels` record names,
+    if the record is sound and names a wheel called `filename`."""
+    if not isinstance(record, dict) or record.get("filename") != filename:
         return None
-    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+    digest = str(record.get("digest"))
+    try:
+        blob = store.verified_path(check_digest(digest))
+    except ValueError:
         return None
-    return store.verified_path(digest)
+    return (blob, digest) if blob is not None else None
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,9 @@ def record_hash_hex(encoded: str) -> str:
 
 def wheel_record(wheel: Path) -> tuple[RecordedFile, ...] | None:
     """Every file of `wheel` as its RECORD lists it, with the zip's executable bit; None when
-    RECORD gives a file no sha256 or size, or lists files the wheel lacks or the reverse, or
-    when the wheel holds a name twice or one that reaches outside its tree."""
+    RECORD is not CSV in UTF-8, gives a file no sha256 or size, or lists files the wheel lacks
+    or the reverse, or when the wheel holds a name twice or one that reaches outside its
+    tree."""
     with zipfile.ZipFile(wheel) as archive:
         members = [info for info in archive.infolist() if info.filename[-1:] != "/"]
         infos = {info.filename: info for info in members}
@@ -156,7 +157,10 @@ def wheel_record(wheel: Path) -> tuple[RecordedFile, ...] | None:
         # installer refuses a member twice over or outside the tree; only it may say so.
         if len(names) != 1 or len(infos) != len(members) or any(map(_escapes, infos)):
             return None
-        rows = list(csv.reader(io.StringIO(archive.read(names[0]).decode("utf-8"))))
+        try:
+            rows = list(csv.reader(io.StringIO(archive.read(names[0]).decode("utf-8"))))
+        except (csv.Error, UnicodeDecodeError):
+            return None
     files = []
     for row in rows:
         if not row or row[0] == names[0]:

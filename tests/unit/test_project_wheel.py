@@ -13,6 +13,7 @@ import pytest
 from hatch_jib import cache as cache_module
 from hatch_jib import project as project_module
 from hatch_jib.cache import BlobStore, ContentHashes
+from hatch_jib.errors import BuildError
 from hatch_jib.pipeline.steps import build_project_wheel
 from hatch_jib.project import load_project, wheel_builder, wheel_inputs
 from hatch_jib.python.install import wheel_record
@@ -305,3 +306,106 @@ def test_wheel_inputs_match_only_the_wheel_made_of_them(tmp_path: Path) -> None:
     assert inputs.matches(wheel_record(wheel))
     assert not inputs.matches(wheel_record(other))
     assert not inputs.matches(None)  # a RECORD that cannot be trusted
+
+
+def test_new_source_date_epoch_gives_the_wheel_hatchling_builds(
+    tmp_path: Path, builds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every member's zip time comes from it, as in a CI job that sets it per commit.
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    _wheel(root, store, tmp_path / "one")
+
+    (root / "app" / "__init__.py").write_text("def main():\n    print('ho')\n")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1800000000")
+    digest, _ = _wheel(root, store, tmp_path / "two")
+
+    cold = project_module.build_wheel(load_project(root), tmp_path / "cold")
+    assert digest == hashlib.sha256(cold.read_bytes()).hexdigest()
+    assert builds == ["app", "app"]
+
+
+def test_members_in_a_new_order_give_the_wheel_hatchling_builds(tmp_path: Path, builds) -> None:
+    # Swapping where two roots land moves no file into or out of the wheel, only its order.
+    root = _project(
+        tmp_path / "src",
+        """\
+        [tool.hatch.build.targets.wheel]
+        only-include = ["app", "a", "b"]
+        [tool.hatch.build.targets.wheel.sources]
+        "a" = "app/x"
+        "b" = "app/y"
+        """,
+    )
+    for name in ("a", "b"):
+        (root / name).mkdir()
+        (root / name / "f.txt").write_text(f"{name}\n")
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"app/x"', '"app/z"'))
+    pyproject.write_text(pyproject.read_text().replace('"app/y"', '"app/x"'))
+    pyproject.write_text(pyproject.read_text().replace('"app/z"', '"app/y"'))
+    digest, files = _wheel(root, store, tmp_path / "two")
+
+    cold = project_module.build_wheel(load_project(root), tmp_path / "cold")
+    assert digest == hashlib.sha256(cold.read_bytes()).hexdigest()
+    assert files["app/x/f.txt"] == b"b\n"
+    assert builds == ["app", "app"]
+
+
+def test_two_files_for_one_wheel_path_fail_as_hatchling_does(tmp_path: Path, builds) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+
+    pyproject = root / "pyproject.toml"
+    forced = (
+        '[tool.hatch.build.targets.wheel.force-include]\n"app/data/motd.txt" = "app/__init__.py"\n'
+    )
+    pyproject.write_text(pyproject.read_text() + forced)
+
+    with pytest.raises(BuildError, match="second file is being added"):
+        _wheel(root, store, tmp_path / "two")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda record: [record],
+        lambda record: "a string",
+        lambda record: {**record, "digest": "sha256:abc"},
+        lambda record: {**record, "digest": 7},
+        lambda record: {**record, "filename": "other-6.6-py3-none-any.whl"},
+        lambda record: {**record, "filename": "../app-1.0-py3-none-any.whl"},
+    ],
+    ids=["list", "string", "short-digest", "number-digest", "other-name", "escaping-name"],
+)
+def test_damaged_wheel_records_are_ignored(tmp_path: Path, builds, damage) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+    inputs = wheel_inputs(wheel_builder(load_project(root)), ContentHashes(store, "test"))
+    assert inputs is not None
+    for kind, key in (("wheels", inputs.key()), ("last-wheels", str(root))):
+        store.write_record(kind, key, damage(store.read_record(kind, key)))
+
+    (root / "app" / "__init__.py").write_text("def main():\n    print('ho')\n")
+    digest, _ = _wheel(root, BlobStore(tmp_path / "cache"), tmp_path / "two")
+
+    cold = project_module.build_wheel(load_project(root), tmp_path / "cold")
+    assert digest == hashlib.sha256(cold.read_bytes()).hexdigest()
+    assert sorted(path.name for path in (tmp_path / "two").iterdir()) == [cold.name]
+
+
+def test_damaged_content_hashes_record_is_read_as_none(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "cache")
+    source = tmp_path / "file.txt"
+    source.write_text("bytes\n")
+    store.write_record("content-hashes", "test", [1, 2])
+    store.write_record("content-hashes", "other", {str(source): 5})
+
+    for name in ("test", "other"):
+        assert ContentHashes(store, name).sha256(source) == hashlib.sha256(b"bytes\n").hexdigest()

@@ -112,3 +112,17 @@ def test_stored_member_is_not_replaced(tmp_path: Path) -> None:
 
     with pytest.raises(UnsupportedZip, match=r"pkg/empty\.txt"):
         replace_members(source, read_members(source), tmp_path / "new.zip", {"pkg/empty.txt": b"x"})
+
+
+def test_archive_that_would_pass_the_zip64_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # zipfile gives members past 2 GiB ZIP64 fields, which a copied record does not have;
+    # a lower limit stands in for 2 GiB of test data.
+    source = _zip(tmp_path / "old.zip", MEMBERS)
+    members = read_members(source)
+    monkeypatch.setattr("hatch_jib.wheelzip._ZIP64_LIMIT", members[-1].end + 10)
+    grown = {"pkg/__init__.py": bytes(range(200))}  # deflates to more than it was
+
+    with pytest.raises(UnsupportedZip, match="ZIP64"):
+        replace_members(source, members, tmp_path / "new.zip", grown)
