@@ -225,7 +225,14 @@ class BlobStore:
 # --- pruning ----------------------------------------------------------------------------------
 
 _LOCK_NAME = "cache.lock"
-_RECORD_KINDS = ("selectors", "targets", "resolutions", "content-hashes", "wheels")
+_RECORD_KINDS = (
+    "selectors",
+    "targets",
+    "resolutions",
+    "content-hashes",
+    "wheels",
+    "last-wheels",
+)
 _STALE_TEMP_SECONDS = 24 * 3600
 
 

@@ -73,3 +73,18 @@ def test_prune_proceeds_once_the_build_releases_the_cache(store):
     thread.join()
 
     assert [blob.digest for blob in report.removed] == [digest]
+
+
+@pytest.mark.parametrize(
+    "kind", ["selectors", "targets", "resolutions", "content-hashes", "wheels", "last-wheels"]
+)
+def test_prune_by_age_drops_old_records_of_every_kind_a_build_writes(store, kind: str):
+    store.write_record(kind, "old", {"value": 1})
+    for path in (store.root / kind).rglob("*.json"):
+        os.utime(path, (NOW - 40 * DAY, NOW - 40 * DAY))
+    store.write_record(kind, "fresh", {"value": 2})
+
+    store.prune(older_than=30 * DAY, now=NOW)
+
+    assert store.read_record(kind, "old") is None
+    assert store.read_record(kind, "fresh") == {"value": 2}
