@@ -253,8 +253,9 @@ def patch_wheel(previous: Path, inputs: WheelInputs, target: Path) -> tuple[str,
     the new wheel's digest and how many files changed.
 
     Only the changed files' members and RECORD get new bytes, so the result is the wheel
-    hatchling would build. None when anything else differs (a file added, removed or given
-    another mode, other metadata) or `previous` is not laid out as hatchling writes it.
+    hatchling would build. None when anything else differs (a file added, removed, given
+    another mode or place in the order, other metadata) or `previous` is not laid out as
+    hatchling writes it.
     """
     from hatch_jib.wheelzip import UnsupportedZip, read_member, read_members, replace_members
 
