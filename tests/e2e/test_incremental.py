@@ -38,3 +38,10 @@ def test_one_py_change_rebuilds_and_pushes_only_the_code_layer(
     assert "Layer code         built" in second.stderr
     for name in ("dependencies", "resources"):
         assert f"Layer {name:<12} reused" in second.stderr
+    assert "made from the last one: 1 changed file(s) replaced" in second.stderr
+
+    # The patched wheel gave the image a cold build gives.
+    cold = hatch_build(project, {**env, "JIB_CACHE_DIR": str(tmp_path / "cold-cache")})
+    assert cold.returncode == 0, cold.stderr
+    rebuilt = json.loads((project / "dist" / "jib-image.json").read_text())
+    assert rebuilt["imageDigest"] == after["imageDigest"]
