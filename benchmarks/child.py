@@ -76,6 +76,8 @@ def write_layer(tree: Path, store_root: Path) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) != 4:
+        raise SystemExit(__doc__)
     mode, first, second = sys.argv[1:4]
     if mode == "push-layout":
         push_layout(Path(first), second)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hatchling.builders.wheel import WheelBuilder
 
     from hatch_jib.python.install import RecordedFile
+    from hatch_jib.wheelzip import Replacement, ZipMember
 
 __all__ = [
     "Project",
@@ -139,8 +140,8 @@ class WheelInputs:
     files: tuple[tuple[str, int, str], ...]
     metadata: tuple[tuple[str, str], ...]
     settings: tuple[tuple[str, str], ...]
-    # Where each file is read from: not an input, the same files may sit anywhere.
-    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Where each of `files` is read from: not an input, the same files may sit anywhere.
+    sources: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def key(self) -> str:
         payload = {
@@ -199,15 +200,14 @@ def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | 
     dist_info = f"{builder.artifact_project_id}.dist-info"
 
     # The included files, as the wheel build walks them.
-    files, sources = [], {}
+    files, sources = [], []
     for included in builder.recurse_included_files():
         cancel.checkpoint()
         mode, digest = hashes.state(included.path)
-        path = included.distribution_path.replace(os.sep, "/")
-        files.append((path, mode & 0o7777, digest))
-        sources[path] = included.path
+        files.append((included.distribution_path.replace(os.sep, "/"), mode & 0o7777, digest))
+        sources.append(included.path)
     # Two files for one wheel path make hatchling stop; let it say so.
-    if len(sources) != len(files):
+    if len({path for path, _, _ in files}) != len(files):
         return None
 
     # The dist-info files hatchling generates, and the license files it copies.
@@ -226,10 +226,11 @@ def wheel_inputs(builder: WheelBuilder, hashes: ContentHashes) -> WheelInputs | 
         ("tag", builder.get_default_tag()),
         ("reproducible", "true" if config.reproducible else "false"),
         ("member-time", _member_time(reproducible=config.reproducible)),
-        ("python", f"{sys.version_info.major}.{sys.version_info.minor}"),
+        # zipfile's own bytes may change in any release: the exact interpreter.
+        ("python", f"{sys.implementation.name} {sys.version.split()[0]}"),
         ("zlib", zlib.ZLIB_RUNTIME_VERSION),
     )
-    return WheelInputs(dist_info, tuple(files), tuple(sorted(metadata)), settings, sources)
+    return WheelInputs(dist_info, tuple(files), tuple(sorted(metadata)), settings, tuple(sources))
 
 
 def _member_time(*, reproducible: bool) -> str:
@@ -257,35 +258,46 @@ def patch_wheel(previous: Path, inputs: WheelInputs, target: Path) -> tuple[str,
     another mode or place in the order, other metadata) or `previous` is not laid out as
     hatchling writes it.
     """
-    from hatch_jib.wheelzip import UnsupportedZip, read_member, read_members, replace_members
+    from hatch_jib.wheelzip import UnsupportedZip, replace_members
 
     # A wheel built without `reproducible` takes each member's time from its file.
     if dict(inputs.settings).get("reproducible") != "true":
         return None
-    record_name = f"{inputs.dist_info}/RECORD"
     try:
-        members = read_members(previous)
-        by_name = {member.name: member for member in members}
-        if len(by_name) != len(members) or record_name not in by_name:
+        # The last wheel's members and RECORD.
+        read = _read_wheel(previous, inputs)
+        if read is None:
             return None
-        rows = _record_rows(read_member(previous, by_name[record_name]).decode("utf-8"))
-        attributes = {name: member.external_attr for name, member in by_name.items()}
-        changed = _changed_files(inputs, rows, attributes) if rows is not None else None
+        members, rows = read
+
+        # The files whose bytes changed, when nothing else did.
+        attributes = {member.name: member.external_attr for member in members}
+        changed = _changed_files(inputs, rows, attributes)
         contents = _changed_contents(inputs, changed) if changed is not None else None
-        if rows is None or contents is None:
+        if contents is None:
             return None
 
-        # RECORD lists the new hashes and sizes in the rows' old order.
-        for row in rows:
-            data = contents.get(row[0])
-            if data is not None:
-                row[1:] = [f"sha256={_record_hash(hashlib.sha256(data).digest())}", str(len(data))]
-        replacements = {**contents, record_name: _record_text(rows).encode("utf-8")}
+        # Their members and RECORD are written anew, everything else is copied.
+        replacements = _replacements(inputs, rows, contents)
         return replace_members(previous, members, target, replacements), len(contents)
     except (UnsupportedZip, OSError, UnicodeDecodeError, zlib.error, csv.Error) as error:
         log.debug("wheel %s not patched: %s", previous.name, error)
         target.unlink(missing_ok=True)
         return None
+
+
+def _read_wheel(wheel: Path, inputs: WheelInputs) -> tuple[list[ZipMember], list[list[str]]] | None:
+    """The wheel's members and its RECORD's rows, if each name is there once and RECORD
+    reads back to the very text hatchling wrote."""
+    from hatch_jib.wheelzip import read_member, read_members
+
+    members = read_members(wheel)
+    by_name = {member.name: member for member in members}
+    record_name = f"{inputs.dist_info}/RECORD"
+    if len(by_name) != len(members) or record_name not in by_name:
+        return None
+    rows = _record_rows(read_member(wheel, by_name[record_name]).decode("utf-8"))
+    return (members, rows) if rows is not None else None
 
 
 def _changed_files(
@@ -326,14 +338,16 @@ def _changed_contents(inputs: WheelInputs, changed: list[str]) -> dict[str, byte
     """The bytes of the `changed` files, or None once they are too large to hold or one has
     changed again since `inputs` hashed it."""
     expected = {path: digest for path, _, digest in inputs.files}
-    if any(path not in inputs.sources for path in changed):
+    if len(inputs.sources) != len(inputs.files):
         return None
-    if sum(os.stat(inputs.sources[path]).st_size for path in changed) > _PATCH_LIMIT:
+    pairs = zip(inputs.files, inputs.sources, strict=True)
+    sources = {path: source for (path, _, _), source in pairs}
+    if sum(os.stat(sources[path]).st_size for path in changed) > _PATCH_LIMIT:
         return None
     contents = {}
     for path in changed:
         cancel.checkpoint()
-        data = Path(inputs.sources[path]).read_bytes()
+        data = Path(sources[path]).read_bytes()
         if hashlib.sha256(data).hexdigest() != expected[path]:
             return None
         contents[path] = data
@@ -343,6 +357,26 @@ def _changed_contents(inputs: WheelInputs, changed: list[str]) -> dict[str, byte
 # Changed files are held in memory to be deflated; more than this goes to hatchling, which
 # streams them.
 _PATCH_LIMIT = 64 << 20
+# hatchling hands zipfile each file in reads of this size; zlib-ng deflates by the write.
+_HATCHLING_READ = 16384
+
+
+def _replacements(
+    inputs: WheelInputs, rows: list[list[str]], contents: dict[str, bytes]
+) -> dict[str, Replacement]:
+    """The changed files' new members, and RECORD with their new hashes and sizes in the
+    rows' old order."""
+    from hatch_jib.wheelzip import Replacement
+
+    replacements = {path: Replacement(data, _HATCHLING_READ) for path, data in contents.items()}
+    for row in rows:
+        data = contents.get(row[0])
+        if data is not None:
+            row[1:] = [f"sha256={_record_hash(hashlib.sha256(data).digest())}", str(len(data))]
+    # RECORD goes in with one write, as hatchling's `writestr`.
+    record = _record_text(rows).encode("utf-8")
+    replacements[f"{inputs.dist_info}/RECORD"] = Replacement(record)
+    return replacements
 
 
 def _zip_mode(permissions: int) -> int:

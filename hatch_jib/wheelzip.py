@@ -2,8 +2,9 @@
 
 This is how a code change gets the project's new wheel without a hatchling build. A member
 that did not change keeps its local header and compressed bytes. A replaced member is
-deflated as zipfile deflates, so the archive is the one zipfile would have written. Only
-archives laid out the way zipfile writes them are read; anything else is `UnsupportedZip`.
+deflated as zipfile deflates it, in writes of the size it was given them in, so the archive is
+the one zipfile would have written. Only archives laid out the way zipfile writes them are
+read; anything else is `UnsupportedZip`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,18 @@ import hashlib
 import struct
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["UnsupportedZip", "ZipMember", "read_member", "read_members", "replace_members"]
+__all__ = [
+    "Replacement",
+    "UnsupportedZip",
+    "ZipMember",
+    "read_member",
+    "read_members",
+    "replace_members",
+]
 
 _LOCAL = struct.Struct("<4s5H3I2H")
 _CENTRAL = struct.Struct("<4s6H3I5HII")
@@ -50,6 +58,15 @@ class ZipMember:
     central: bytes  # its central directory record, name included
 
 
+@dataclass(frozen=True)
+class Replacement:
+    """A member's new bytes, and the size of the writes zipfile was handed them in (0: all
+    in one). Stock zlib deflates the same whatever the writes; zlib-ng does not."""
+
+    data: bytes = field(repr=False)
+    write_size: int = 0
+
+
 def read_members(path: Path) -> list[ZipMember]:
     """The members of the zip at `path`, in archive order."""
     with open(path, "rb") as handle:
@@ -66,7 +83,10 @@ def read_members(path: Path) -> list[ZipMember]:
             raise UnsupportedZip(f"{path} has a ZIP64 or misplaced central directory")
         handle.seek(offset)
         directory = handle.read(size)
-    return _parse_directory(directory, count, offset, path)
+    try:
+        return _parse_directory(directory, count, offset, path)
+    except struct.error as error:  # a record cut short
+        raise UnsupportedZip(f"{path} has a central directory shorter than it says") from error
 
 
 def _parse_directory(directory: bytes, count: int, end: int, path: Path) -> list[ZipMember]:
@@ -103,6 +123,8 @@ def read_member(path: Path, member: ZipMember) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(member.start)
         raw = handle.read(member.end - member.start)
+    if len(raw) != member.end - member.start:
+        raise UnsupportedZip(f"{path} ends inside member {member.name}")
     name_length = _LOCAL.unpack_from(raw)[9]
     data = raw[_LOCAL.size + name_length :]
     if member.method == _DEFLATED:
@@ -113,7 +135,10 @@ def read_member(path: Path, member: ZipMember) -> bytes:
 
 
 def replace_members(
-    source: Path, members: list[ZipMember], target: Path, replacements: Mapping[str, bytes]
+    source: Path,
+    members: list[ZipMember],
+    target: Path,
+    replacements: Mapping[str, Replacement],
 ) -> str:
     """Write the zip at `source`, whose `members` were read with `read_members`, to `target`
     with new bytes for the deflated members named in `replacements`; the sha256 digest of
@@ -129,8 +154,8 @@ def replace_members(
             out.write(data)
 
         for member in members:
-            data = replacements.get(member.name)
-            if data is None:
+            replacement = replacements.get(member.name)
+            if replacement is None:
                 central.append(_moved(member.central, offset=_below_zip64(member.start + shift)))
                 continue
 
@@ -138,7 +163,7 @@ def replace_members(
             _copy(original, copied_to, member.start, emit)
             copied_to = member.end
             offset = _below_zip64(member.start + shift)
-            entry, record = _replaced(original, member, data, offset=offset)
+            entry, record = _replaced(original, member, replacement, offset=offset)
             emit(entry)
             central.append(record)
             shift += len(entry) - (member.end - member.start)
@@ -156,9 +181,10 @@ def replace_members(
 
 
 def _replaced(
-    handle: BinaryIO, member: ZipMember, data: bytes, *, offset: int
+    handle: BinaryIO, member: ZipMember, replacement: Replacement, *, offset: int
 ) -> tuple[bytes, bytes]:
     """A member's new local entry (header and deflated bytes) and central record."""
+    data = replacement.data
     # zipfile would give a member this large ZIP64 fields, which these records do not have.
     if member.method != _DEFLATED or len(data) * 1.05 > _ZIP64_LIMIT:
         raise UnsupportedZip(f"{member.name} is not a deflated member below 2 GiB")
@@ -169,10 +195,11 @@ def _replaced(
     if fields[0] != _LOCAL_SIGNATURE or fields[10]:
         raise UnsupportedZip(f"{member.name} has a local header zipfile would not write")
 
-    # As zipfile deflates: the default level, a raw stream; how the bytes are fed to it
-    # does not change the output.
+    # As zipfile deflates: the default level, a raw stream, one call per write it was given.
     compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-    packed = compressor.compress(data) + compressor.flush()
+    step = replacement.write_size or len(data) or 1
+    parts = [compressor.compress(data[at : at + step]) for at in range(0, len(data), step)]
+    packed = b"".join(parts) + compressor.flush()
     crc = zlib.crc32(data)
     fields[6:9] = crc, len(packed), len(data)
     entry = _LOCAL.pack(*fields) + header[_LOCAL.size :] + packed

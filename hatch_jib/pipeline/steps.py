@@ -545,7 +545,11 @@ def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> 
 
         # After a change to files' bytes alone, the last wheel is patched, not built again.
         patched = _patched_wheel(store, project, inputs, directory)
-        if patched is not None and inputs.matches(patched[0].record):
+        if patched is not None and not inputs.matches(patched[0].record):
+            log.debug("patched wheel %s does not match its inputs; building it", patched[0].path)
+            patched[0].path.unlink()
+            patched = None
+        if patched is not None:
             wheel, changed = patched
             _remember_wheel(store, project, inputs, wheel, new=True)
             hashes.save()

@@ -17,6 +17,7 @@ from hatch_jib.errors import BuildError
 from hatch_jib.pipeline.steps import build_project_wheel
 from hatch_jib.project import load_project, wheel_builder, wheel_inputs
 from hatch_jib.python.install import wheel_record
+from tests.support.deflate import deflate_by_write
 
 # A fixed past mtime that zip can hold (wheels without `reproducible` keep real times).
 OLD = 1_600_000_000
@@ -109,9 +110,15 @@ def test_file_rewritten_with_its_old_mtime_gives_the_wheel_a_cold_build_gives(
     assert digest == cold
 
 
-def test_patched_wheel_is_byte_for_byte_the_one_hatchling_builds(tmp_path: Path, builds) -> None:
+@pytest.mark.parametrize("deflate", ["zlib", "by-write"])
+def test_patched_wheel_is_byte_for_byte_the_one_hatchling_builds(
+    tmp_path: Path, builds, monkeypatch: pytest.MonkeyPatch, deflate: str
+) -> None:
     # Members before, between and after the replaced ones, a non-ASCII name, an empty file
-    # that gets bytes and one that spans many of zipfile's 16 KiB writes.
+    # that gets bytes and one that spans many of zipfile's 16 KiB writes; "by-write" stands
+    # for zlib-ng, whose output depends on how the bytes were written.
+    if deflate == "by-write":
+        deflate_by_write(monkeypatch)
     root = _project(tmp_path / "src")
     data = root / "app" / "data"
     (data / "empty.txt").write_bytes(b"")
@@ -409,3 +416,27 @@ def test_damaged_content_hashes_record_is_read_as_none(tmp_path: Path) -> None:
 
     for name in ("test", "other"):
         assert ContentHashes(store, name).sha256(source) == hashlib.sha256(b"bytes\n").hexdigest()
+
+
+def test_patched_wheel_that_does_not_match_its_inputs_is_dropped_for_hatchlings(
+    tmp_path: Path, builds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _project(tmp_path / "src")
+    store = BlobStore(tmp_path / "cache")
+    _wheel(root, store, tmp_path / "one")
+    real = project_module.patch_wheel
+
+    def patch_then_spoil(previous, inputs, target):
+        patched = real(previous, inputs, target)
+        with zipfile.ZipFile(target, "a") as archive:
+            archive.writestr("app/stray.py", "")
+        return patched
+
+    monkeypatch.setattr("hatch_jib.pipeline.steps.patch_wheel", patch_then_spoil)
+    (root / "app" / "__init__.py").write_text("def main():\n    print('ho')\n")
+    digest, files = _wheel(root, store, tmp_path / "two")
+
+    assert builds == ["app", "app"]
+    assert "app/stray.py" not in files
+    cold = project_module.build_wheel(load_project(root), tmp_path / "cold")
+    assert digest == hashlib.sha256(cold.read_bytes()).hexdigest()

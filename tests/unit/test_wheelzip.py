@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from hatch_jib.wheelzip import UnsupportedZip, read_member, read_members, replace_members
+from hatch_jib.wheelzip import (
+    Replacement,
+    UnsupportedZip,
+    read_member,
+    read_members,
+    replace_members,
+)
+from tests.support.deflate import deflate_by_write
 
 TIME = (2020, 2, 2, 0, 0, 0)
 
@@ -46,8 +53,9 @@ def test_replaced_members_give_the_archive_zipfile_writes(
     tmp_path: Path, replacements: dict[str, bytes]
 ) -> None:
     source = _zip(tmp_path / "old.zip", MEMBERS)
+    new = {name: Replacement(data) for name, data in replacements.items()}
 
-    digest = replace_members(source, read_members(source), tmp_path / "new.zip", replacements)
+    digest = replace_members(source, read_members(source), tmp_path / "new.zip", new)
 
     expected = _zip(tmp_path / "expected.zip", {**MEMBERS, **replacements}).read_bytes()
     written = (tmp_path / "new.zip").read_bytes()
@@ -111,7 +119,9 @@ def test_stored_member_is_not_replaced(tmp_path: Path) -> None:
     source = _zip(tmp_path / "old.zip", MEMBERS, stored=frozenset({"pkg/empty.txt"}))
 
     with pytest.raises(UnsupportedZip, match=r"pkg/empty\.txt"):
-        replace_members(source, read_members(source), tmp_path / "new.zip", {"pkg/empty.txt": b"x"})
+        replace_members(
+            source, read_members(source), tmp_path / "new.zip", {"pkg/empty.txt": Replacement(b"x")}
+        )
 
 
 def test_archive_that_would_pass_the_zip64_limit_is_refused(
@@ -122,7 +132,53 @@ def test_archive_that_would_pass_the_zip64_limit_is_refused(
     source = _zip(tmp_path / "old.zip", MEMBERS)
     members = read_members(source)
     monkeypatch.setattr("hatch_jib.wheelzip._ZIP64_LIMIT", members[-1].end + 10)
-    grown = {"pkg/__init__.py": bytes(range(200))}  # deflates to more than it was
+    grown = {"pkg/__init__.py": Replacement(bytes(range(200)))}  # deflates to more than it was
 
     with pytest.raises(UnsupportedZip, match="ZIP64"):
         replace_members(source, members, tmp_path / "new.zip", grown)
+
+
+def test_bytes_are_deflated_in_the_writes_zipfile_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stock zlib deflates alike however the bytes come; zlib-ng does not.
+    deflate_by_write(monkeypatch)
+    data = bytes(range(256)) * 200  # 51,200 bytes: three full writes and a short one
+    source = _zip(tmp_path / "old.zip", MEMBERS)
+
+    replace_members(
+        source,
+        read_members(source),
+        tmp_path / "new.zip",
+        {"pkg/__init__.py": Replacement(data, write_size=16384)},
+    )
+
+    expected = tmp_path / "expected.zip"
+    with zipfile.ZipFile(expected, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, old in MEMBERS.items():
+            info = zipfile.ZipInfo(name, TIME)
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            if name != "pkg/__init__.py":
+                archive.writestr(info, old)
+                continue
+            with archive.open(info, "w") as member:
+                for start in range(0, len(data), 16384):
+                    member.write(data[start : start + 16384])
+    assert (tmp_path / "new.zip").read_bytes() == expected.read_bytes()
+
+
+def _overcounted(path: Path) -> None:
+    # The end record claims one member more than the directory holds.
+    raw = bytearray(path.read_bytes())
+    for at in (len(raw) - 14, len(raw) - 12):
+        raw[at : at + 2] = (int.from_bytes(raw[at : at + 2], "little") + 1).to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+
+
+def test_end_record_counting_more_members_than_there_are_is_refused(tmp_path: Path) -> None:
+    source = _zip(tmp_path / "old.zip", MEMBERS)
+    _overcounted(source)
+
+    with pytest.raises(UnsupportedZip, match="shorter than it says"):
+        read_members(source)
