@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import importlib.metadata
@@ -305,6 +304,8 @@ def _changed_files(
 ) -> list[str] | None:
     """The files whose hash in RECORD `rows` is not the one in `inputs`; None if anything
     else differs. `attributes` are the members' zip external attributes, in archive order."""
+    from hatch_jib.python.install import record_hash
+
     listed = {row[0]: row for row in rows if row}
     expected = {path: digest for path, _, digest in inputs.files}
     expected.update(inputs.metadata)
@@ -327,7 +328,7 @@ def _changed_files(
             return None
         if path in modes and attributes[path] >> 16 != _zip_mode(modes[path]):
             return None
-        if row[1] != f"sha256={_record_hash(bytes.fromhex(digest))}":
+        if row[1] != f"sha256={record_hash(bytes.fromhex(digest))}":
             if path not in modes:
                 return None  # generated metadata changed: hatchling writes it
             changed.append(path)
@@ -366,13 +367,14 @@ def _replacements(
 ) -> dict[str, Replacement]:
     """The changed files' new members, and RECORD with their new hashes and sizes in the
     rows' old order."""
+    from hatch_jib.python.install import record_hash
     from hatch_jib.wheelzip import Replacement
 
     replacements = {path: Replacement(data, _HATCHLING_READ) for path, data in contents.items()}
     for row in rows:
         data = contents.get(row[0])
         if data is not None:
-            row[1:] = [f"sha256={_record_hash(hashlib.sha256(data).digest())}", str(len(data))]
+            row[1:] = [f"sha256={record_hash(hashlib.sha256(data).digest())}", str(len(data))]
     # RECORD goes in with one write, as hatchling's `writestr`.
     record = _record_text(rows).encode("utf-8")
     replacements[f"{inputs.dist_info}/RECORD"] = Replacement(record)
@@ -384,11 +386,6 @@ def _zip_mode(permissions: int) -> int:
     from hatchling.builders.utils import normalize_file_permissions
 
     return normalize_file_permissions(stat.S_IFREG | permissions) & 0xFFFF
-
-
-def _record_hash(digest: bytes) -> str:
-    """A sha256 `digest` as RECORD writes it: urlsafe base64, unpadded."""
-    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 def _record_rows(text: str) -> list[list[str]] | None:

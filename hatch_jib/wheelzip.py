@@ -156,7 +156,11 @@ def replace_members(
         for member in members:
             replacement = replacements.get(member.name)
             if replacement is None:
-                central.append(_moved(member.central, offset=_below_zip64(member.start + shift)))
+                # A member that has not moved keeps its record as it is.
+                offset = member.start + shift
+                central.append(
+                    _moved(member.central, offset=_below_zip64(offset)) if shift else member.central
+                )
                 continue
 
             # The members since the last replaced one are copied in one run.
@@ -216,8 +220,6 @@ def _below_zip64(value: int) -> int:
 def _moved(record: bytes, *, offset: int, sizes: tuple[int, int, int] | None = None) -> bytes:
     """A central record with a new local header offset and, if given, CRC and sizes."""
     fields = list(_CENTRAL.unpack_from(record))
-    if sizes is None and fields[16] == offset:
-        return record
     if sizes is not None:
         fields[7:10] = sizes
     fields[16] = offset

@@ -545,10 +545,6 @@ def build_project_wheel(project: Project, directory: Path, store: BlobStore) -> 
 
         # After a change to files' bytes alone, the last wheel is patched, not built again.
         patched = _patched_wheel(store, project, inputs, directory)
-        if patched is not None and not inputs.matches(patched[0].record):
-            log.debug("patched wheel %s does not match its inputs; building it", patched[0].path)
-            patched[0].path.unlink()
-            patched = None
         if patched is not None:
             wheel, changed = patched
             _remember_wheel(store, project, inputs, wheel, new=True)
@@ -591,7 +587,8 @@ def _patched_wheel(
     store: BlobStore, project: Project, inputs: WheelInputs, directory: Path
 ) -> tuple[ProjectWheel, int] | None:
     """The project's last wheel with the files that changed since replaced (see
-    `patch_wheel`), and how many did; None when it was built otherwise or is gone."""
+    `patch_wheel`), and how many did; None when it was built otherwise or is gone, or the
+    result does not match `inputs`."""
     last = store.read_record("last-wheels", str(project.root))
     if not isinstance(last, dict) or last.get("settings") != [*map(list, inputs.settings)]:
         return None
@@ -605,7 +602,12 @@ def _patched_wheel(
     if patched is None:
         return None
     digest, changed = patched
-    return ProjectWheel(target, digest), changed
+    wheel = ProjectWheel(target, digest)
+    if not inputs.matches(wheel.record):
+        log.debug("patched wheel %s does not match its inputs; building it", target)
+        target.unlink()
+        return None
+    return wheel, changed
 
 
 def _cached_wheel(store: BlobStore, inputs: WheelInputs, directory: Path) -> ProjectWheel | None:

@@ -5,7 +5,6 @@ A module of its own so that installer is imported only when a wheel is installed
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import posixpath
@@ -19,7 +18,7 @@ from installer.records import Hash, RecordEntry
 from installer.utils import Scheme
 
 from hatch_jib import cancel
-from hatch_jib.python.install import record_hash_hex, without_file_references
+from hatch_jib.python.install import record_hash, record_hash_hex, without_file_references
 
 __all__ = ["LazyMember", "RecordedZip", "StagingDestination"]
 
@@ -96,7 +95,7 @@ class StagingDestination(SchemeDictionaryDestination):
             self.kept[image_path] = b"".join(chunks)
             self.keep_budget -= size
         self.unwritten.append((image_path, digest.hexdigest(), size, is_executable))
-        encoded = base64.urlsafe_b64encode(digest.digest()).decode("ascii").rstrip("=")
+        encoded = record_hash(digest.digest())
         return RecordEntry(path, Hash(self.hash_algorithm, encoded), size)
 
     def _as_recorded(

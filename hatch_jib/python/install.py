@@ -140,6 +140,11 @@ def install_wheel(
 RecordedFile = tuple[str, str, int, bool]
 
 
+def record_hash(digest: bytes) -> str:
+    """A sha256 `digest` as RECORD writes it: urlsafe base64, unpadded."""
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
 def record_hash_hex(encoded: str) -> str:
     """A RECORD hash (urlsafe base64, unpadded) as hex."""
     return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
