@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch, check_digest, digest_hex
 
 __all__ = [
+    "RECORD_KINDS",
     "BlobStore",
     "BlobWriter",
     "ContentHashes",
@@ -203,8 +205,8 @@ class BlobStore:
             # Temp files of builds that died, and records nobody used for as long.
             _remove_old_files(self.tmp_dir, cutoff=now - _STALE_TEMP_SECONDS)
             if older_than is not None:
-                for kind in _RECORD_KINDS:
-                    _remove_old_files(self.root / kind, cutoff=now - older_than)
+                for kind in RECORD_KINDS:
+                    _remove_old_files(self.root / kind, cutoff=now - older_than, by_use=True)
         self._verified.difference_update(blob.digest for blob in report.removed)
         # The CLI prints its own summary; this line is for library callers' logs.
         log.debug(
@@ -218,6 +220,8 @@ class BlobStore:
         return report
 
     def _record_path(self, kind: str, key: str) -> Path:
+        if kind not in RECORD_KINDS:
+            raise ValueError(f"record kind {kind!r} is not in RECORD_KINDS, so prune misses it")
         name = hashlib.sha256(key.encode()).hexdigest()
         return self.root / kind / name[:2] / f"{name}.json"
 
@@ -225,13 +229,19 @@ class BlobStore:
 # --- pruning ----------------------------------------------------------------------------------
 
 _LOCK_NAME = "cache.lock"
-_RECORD_KINDS = (
+# Every kind of record a build writes; `prune` ages out each, so a record of a kind not
+# listed here would stay forever, and the store refuses to write one.
+RECORD_KINDS = (
     "selectors",
     "targets",
     "resolutions",
     "content-hashes",
     "wheels",
     "last-wheels",
+    "installed-layers",
+    "manifests",
+    "tags",
+    "diff-ids",
 )
 _STALE_TEMP_SECONDS = 24 * 3600
 
@@ -318,12 +328,16 @@ def _prune_blobs(
     return PruneReport(removed=tuple(removed), kept=len(kept), kept_bytes=total)
 
 
-def _remove_old_files(directory: Path, *, cutoff: float) -> None:
+def _remove_old_files(directory: Path, *, cutoff: float, by_use: bool = False) -> None:
+    """Remove files written before `cutoff`, or with `by_use` last read or written before it:
+    a record read on every build is in use however long ago it was written."""
     if not directory.is_dir():
         return
     for path in directory.rglob("*"):
         with contextlib.suppress(FileNotFoundError):
-            if path.is_file() and path.stat().st_mtime < cutoff:
+            info = path.stat()
+            last = max(info.st_mtime, info.st_atime) if by_use else info.st_mtime
+            if stat.S_ISREG(info.st_mode) and last < cutoff:
                 path.unlink()
 
 

@@ -75,16 +75,47 @@ def test_prune_proceeds_once_the_build_releases_the_cache(store):
     assert [blob.digest for blob in report.removed] == [digest]
 
 
-@pytest.mark.parametrize(
-    "kind", ["selectors", "targets", "resolutions", "content-hashes", "wheels", "last-wheels"]
-)
+# Written out rather than taken from RECORD_KINDS: each is a kind some step writes.
+BUILD_RECORD_KINDS = [
+    "selectors",
+    "targets",
+    "resolutions",
+    "content-hashes",
+    "wheels",
+    "last-wheels",
+    "installed-layers",
+    "manifests",
+    "tags",
+    "diff-ids",
+]
+
+
+def age_record(store: BlobStore, kind: str, key: str, *, written: float, read: float) -> None:
+    path = store._record_path(kind, key)
+    os.utime(path, (NOW - read * DAY, NOW - written * DAY))
+
+
+@pytest.mark.parametrize("kind", BUILD_RECORD_KINDS)
 def test_prune_by_age_drops_old_records_of_every_kind_a_build_writes(store, kind: str):
     store.write_record(kind, "old", {"value": 1})
-    for path in (store.root / kind).rglob("*.json"):
-        os.utime(path, (NOW - 40 * DAY, NOW - 40 * DAY))
+    age_record(store, kind, "old", written=40, read=40)
     store.write_record(kind, "fresh", {"value": 2})
 
     store.prune(older_than=30 * DAY, now=NOW)
 
     assert store.read_record(kind, "old") is None
     assert store.read_record(kind, "fresh") == {"value": 2}
+
+
+def test_prune_by_age_keeps_an_old_record_that_builds_still_read(store):
+    store.write_record("selectors", "in-use", {"value": 1})
+    age_record(store, "selectors", "in-use", written=40, read=1)
+
+    store.prune(older_than=30 * DAY, now=NOW)
+
+    assert store.read_record("selectors", "in-use") == {"value": 1}
+
+
+def test_store_refuses_a_record_kind_that_prune_would_not_know(store):
+    with pytest.raises(ValueError, match="RECORD_KINDS"):
+        store.write_record("layer-notes", "key", {"value": 1})
