@@ -56,7 +56,9 @@ def write_layer(tree: Path, store_root: Path) -> None:
     from hatch_jib.cache import BlobStore
     from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
 
-    # One stat per file, from the directory scan, as tar does; the order does not matter.
+    # File types come from the directory scan and each file's mode from the writer's own
+    # fstat when it reads the file (an entry without a mode), so the scan makes no stat
+    # call; the order does not matter.
     entries = []
     prefix = len(str(tree)) + 1
     pending = [str(tree)]
@@ -70,8 +72,7 @@ def write_layer(tree: Path, store_root: Path) -> None:
                     entries.append(LayerEntry.directory(name))
                     pending.append(item.path)
                 else:
-                    mode = 0o755 if item.stat().st_mode & 0o111 else 0o644
-                    entries.append(LayerEntry.file(name, Path(item.path), mode=mode))
+                    entries.append(LayerEntry.file(name, item.path))
     build_layer(LayerSpec("bench", tuple(entries)), BlobStore(store_root))
 
 

@@ -40,6 +40,8 @@ FORMAT_VERSION = "2"  # bump when the bytes a spec produces change
 _CHUNK = 1 << 20
 
 EntryKind = Literal["file", "dir", "symlink"]
+# An entry's path, kind, mode, link target and content sha256, as its layer's key lists it.
+_SelectorRow = tuple[str, str, int, str, str]
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,14 @@ class LayerEntry:
 
     path: str
     kind: EntryKind
-    mode: int = 0o644
-    source: Path | None = None
+    # None: 0o755 or 0o644 by the source's executable bits, taken when the file is read.
+    mode: int | None = 0o644
+    source: Path | str | None = None
     link_target: str | None = None
     data: bytes | None = field(default=None, repr=False)  # a file's bytes, when not on disk
 
     @classmethod
-    def file(cls, path: str, source: Path, *, mode: int | None = None) -> LayerEntry:
-        if mode is None:
-            mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
+    def file(cls, path: str, source: Path | str, *, mode: int | None = None) -> LayerEntry:
         return cls(path.strip("/"), "file", mode, source=source)
 
     @classmethod
@@ -97,7 +98,8 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     # The selector key covers every input byte, so a wrong hit is impossible.
     entries = _with_parents(spec.entries)
     hashes = ContentHashes(store, f"layer:{spec.name}", keep=True)
-    key = _selector_key(entries, mtime, hashes)
+    rows = [_selector_row(entry, hashes) for entry in entries]
+    key = _selector_key(rows, mtime)
     hashes.save()
     # Threads asking for the same layer (platforms of one build) wait for the first to write
     # it, then reuse it; different layers are written side by side.
@@ -105,7 +107,7 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
         record = store.read_record("selectors", key)
         if record and store.verified_path(record["digest"]) is not None:
             return BuiltLayer(spec.name, record["digest"], record["diff_id"], record["size"], True)
-        return _write_layer(spec.name, entries, key, store, mtime, hashes)
+        return _write_layer(spec.name, entries, rows, key, store, mtime, hashes)
 
 
 _SELECTOR_LOCKS: dict[tuple[str, str], threading.Lock] = {}
@@ -122,6 +124,7 @@ def _selector_lock(store: BlobStore, key: str) -> threading.Lock:
 def _write_layer(
     name: str,
     entries: list[LayerEntry],
+    rows: list[_SelectorRow],
     key: str,
     store: BlobStore,
     mtime: int,
@@ -132,9 +135,9 @@ def _write_layer(
         diff_hash = hashlib.sha256()
         with ParallelGzip(blob) as gz:
             tar = _TarStream(_HashingSink(gz, diff_hash))
-            for entry in entries:
+            for entry, row in zip(entries, rows, strict=True):
                 cancel.checkpoint()
-                _add(tar, entry, mtime, hashes)
+                _add(tar, entry, row, mtime, hashes)
             tar.close()
         size = blob.size
         digest = blob.commit()
@@ -237,6 +240,8 @@ def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
         parts = entry.path.split("/")
         if not entry.path or entry.path.startswith("/") or ".." in parts or "" in parts:
             raise ValueError(f"layer entry path {entry.path!r} is not inside the image root")
+        if entry.mode is None and (entry.kind != "file" or entry.source is None):
+            raise ValueError(f"layer entry {entry.path!r} has no mode and no file to take it from")
     by_path = {entry.path: entry for entry in entries}
     for path in list(by_path):
         parent = path.rpartition("/")[0]
@@ -249,13 +254,17 @@ def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
 # TODO(#4): a tree of 10,000 tiny files still takes 4 to 5 times as long as GNU tar (with
 # our interpreter's start): each file costs about 25 us of interpreter work (open, fstat,
 # read, hash, header), which threads cannot overlap because it holds the GIL.
-def _add(tar: _TarStream, entry: LayerEntry, mtime: int, hashes: ContentHashes) -> None:
+def _add(
+    tar: _TarStream, entry: LayerEntry, row: _SelectorRow, mtime: int, hashes: ContentHashes
+) -> None:
+    """Write one entry, with the mode and content hash of its selector row."""
+    mode = row[2]
     if entry.kind != "file":
         link = entry.link_target or ""
-        tar.write(tar_header(entry.path, entry.kind, entry.mode, 0, mtime, link))
+        tar.write(tar_header(entry.path, entry.kind, mode, 0, mtime, link))
         return
     if entry.data is not None:
-        header = tar_header(entry.path, "file", entry.mode, len(entry.data), mtime)
+        header = tar_header(entry.path, "file", mode, len(entry.data), mtime)
         tar.write(header + entry.data + _NUL_BLOCK[: -len(entry.data) % _BLOCK])
         return
     assert entry.source is not None
@@ -263,25 +272,25 @@ def _add(tar: _TarStream, entry: LayerEntry, mtime: int, hashes: ContentHashes) 
     # Small files were read once, when the selector hashed them; larger ones stream again.
     data = hashes.take(entry.source)
     if data is not None:
-        header = tar_header(entry.path, "file", entry.mode, len(data), mtime)
+        header = tar_header(entry.path, "file", mode, len(data), mtime)
         tar.write(header + data + _NUL_BLOCK[: -len(data) % _BLOCK])
         return
     with open(entry.source, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        tar.write(tar_header(entry.path, "file", entry.mode, size, mtime))
+        tar.write(tar_header(entry.path, "file", mode, size, mtime))
         content = _copy_exactly(handle, tar, size, entry.source)
     tar.pad(size)
 
     # The selector key holds the hash read before; bytes that differ now must not be stored
     # under it, or a later build would reuse a layer that does not match its inputs.
-    if content != hashes.sha256(entry.source):
+    if content != row[4]:
         raise BuildError(
             f"{entry.source} changed while layer {entry.path!r} was being written",
             hint="build again once nothing is writing to the project's files",
         )
 
 
-def _copy_exactly(handle: BinaryIO, tar: _TarStream, size: int, source: Path) -> str:
+def _copy_exactly(handle: BinaryIO, tar: _TarStream, size: int, source: Path | str) -> str:
     """Copy `size` bytes of `handle` into the tar; the sha256 of what was copied."""
     digest = hashlib.sha256()
     left = size
@@ -438,15 +447,19 @@ class _TarStream:
             self._buffer.clear()
 
 
-def _selector_key(entries: list[LayerEntry], mtime: int, hashes: ContentHashes) -> str:
-    rows = []
-    for entry in entries:
-        cancel.checkpoint()
-        content = ""
-        if entry.data is not None:
-            content = hashlib.sha256(entry.data).hexdigest()
-        elif entry.kind == "file" and entry.source:
-            content = hashes.sha256(entry.source)
-        rows.append([entry.path, entry.kind, entry.mode, entry.link_target or "", content])
+def _selector_row(entry: LayerEntry, hashes: ContentHashes) -> _SelectorRow:
+    """An entry's path, kind, mode, link target and the sha256 of its bytes."""
+    cancel.checkpoint()
+    content, st_mode = "", 0
+    if entry.data is not None:
+        content = hashlib.sha256(entry.data).hexdigest()
+    elif entry.kind == "file" and entry.source is not None:
+        st_mode, content = hashes.state(entry.source)
+    # Only a file on disk may leave its mode to its executable bits (see `_with_parents`).
+    mode = entry.mode if entry.mode is not None else 0o755 if st_mode & 0o111 else 0o644
+    return (entry.path, entry.kind, mode, entry.link_target or "", content)
+
+
+def _selector_key(rows: list[_SelectorRow], mtime: int) -> str:
     payload = {"format": FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))

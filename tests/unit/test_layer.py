@@ -141,6 +141,45 @@ def test_entry_that_climbs_out_of_the_image_root_is_refused(tmp_path):
         build_layer(spec, BlobStore(tmp_path / "cache"))
 
 
+def test_a_file_without_a_mode_takes_it_from_the_source_when_the_layer_is_written(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)
+    spec = LayerSpec("code", (LayerEntry.file("app/run.sh", str(script)),))
+
+    script.chmod(0o700)
+    layer = build_layer(spec, store)
+
+    with tarfile.open(store.path(layer.digest)) as tar:
+        assert tar.getmember("app/run.sh").mode == 0o755
+
+
+def test_a_source_made_executable_gives_a_new_layer_not_the_cached_one(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)
+    os.utime(script, (1000, 1000))
+    spec = LayerSpec("code", (LayerEntry.file("app/run.sh", script),))
+    first = build_layer(spec, store)
+
+    script.chmod(0o755)
+    second = build_layer(spec, store)
+
+    assert not second.reused
+    assert second.digest != first.digest
+    with tarfile.open(store.path(second.digest)) as tar:
+        assert tar.getmember("app/run.sh").mode == 0o755
+
+
+def test_an_entry_without_a_mode_or_a_file_to_take_it_from_is_refused(tmp_path):
+    spec = LayerSpec("extra", (LayerEntry("etc/app", "dir", None),))
+
+    with pytest.raises(ValueError, match="no mode"):
+        build_layer(spec, BlobStore(tmp_path / "cache"))
+
+
 def test_a_cancelled_build_stops_writing_a_layer_and_leaves_nothing_behind(tmp_path):
     store = BlobStore(tmp_path / "cache")
     spec = _tree(tmp_path / "src", touch=500)

@@ -60,7 +60,10 @@ def _tarfile_bytes(spec: LayerSpec, mtime: int) -> bytes:
             info.uname = info.gname = ""
             if entry.kind == "file":
                 assert entry.source is not None
-                data = entry.source.read_bytes()
+                if entry.mode is None:
+                    executable = os.stat(entry.source).st_mode & 0o111
+                    info.mode = 0o755 if executable else 0o644
+                data = Path(entry.source).read_bytes()
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
                 continue
