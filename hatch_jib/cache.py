@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -440,7 +441,17 @@ def _stamp(info: os.stat_result) -> list[int]:
     ]
 
 
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+# Without O_NONBLOCK, opening a FIFO would wait for a writer; it is refused below instead.
+_READ_FLAGS = os.O_RDONLY
+for _flag in ("O_NONBLOCK", "O_NOCTTY", "O_CLOEXEC", "O_BINARY"):  # as this OS has them
+    _READ_FLAGS |= getattr(os, _flag, 0)
+_FILE_TYPES = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
 
 
 def _read_file(path: str, keep_up_to: int) -> tuple[os.stat_result, str, bytes | None]:
@@ -449,6 +460,10 @@ def _read_file(path: str, keep_up_to: int) -> tuple[os.stat_result, str, bytes |
     fd = os.open(path, _READ_FLAGS)
     try:
         info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            # A device or FIFO has no size to copy, and /dev/zero would never end.
+            kind = _FILE_TYPES.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise OSError(errno.EINVAL, f"it is {kind}, not a regular file", path)
         if info.st_size > keep_up_to:
             digest = hashlib.sha256()
             while chunk := os.read(fd, _CHUNK):

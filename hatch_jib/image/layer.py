@@ -275,7 +275,11 @@ def _add(
         header = tar_header(entry.path, "file", mode, len(data), mtime)
         tar.write(header + data + _NUL_BLOCK[: -len(data) % _BLOCK])
         return
-    with open(entry.source, "rb") as handle:
+    try:
+        handle = open(entry.source, "rb")  # noqa: SIM115
+    except OSError as error:
+        raise _unreadable(entry, error) from error
+    with handle:
         size = os.fstat(handle.fileno()).st_size
         tar.write(tar_header(entry.path, "file", mode, size, mtime))
         content = _copy_exactly(handle, tar, size, entry.source)
@@ -288,6 +292,13 @@ def _add(
             f"{entry.source} changed while layer {entry.path!r} was being written",
             hint="build again once nothing is writing to the project's files",
         )
+
+
+def _unreadable(entry: LayerEntry, error: OSError) -> BuildError:
+    return BuildError(
+        f"cannot read {entry.source} for /{entry.path} in the image: {error.strerror or error}",
+        hint="make it a regular file the build's user can read, or leave it out of the image",
+    )
 
 
 def _copy_exactly(handle: BinaryIO, tar: _TarStream, size: int, source: Path | str) -> str:
@@ -454,7 +465,10 @@ def _selector_row(entry: LayerEntry, hashes: ContentHashes) -> _SelectorRow:
     if entry.data is not None:
         content = hashlib.sha256(entry.data).hexdigest()
     elif entry.kind == "file" and entry.source is not None:
-        st_mode, content = hashes.state(entry.source)
+        try:
+            st_mode, content = hashes.state(entry.source)
+        except OSError as error:
+            raise _unreadable(entry, error) from error
     # Only a file on disk may leave its mode to its executable bits (see `_with_parents`).
     mode = entry.mode if entry.mode is not None else 0o755 if st_mode & 0o111 else 0o644
     return (entry.path, entry.kind, mode, entry.link_target or "", content)

@@ -12,6 +12,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from hatch_jib.config import ExtraDirectory
+from hatch_jib.errors import BuildError
 from hatch_jib.image.layer import LayerEntry, LayerSpec
 from hatch_jib.python.install import InstalledDist
 
@@ -149,7 +150,7 @@ def extra_directory_layers(directories: Sequence[ExtraDirectory]) -> list[LayerS
     """
     specs = []
     for index, directory in enumerate(directories):
-        entries = _directory_entries(directory)
+        entries = _directory_entries(directory, f"tool.jib.extra-directories[{index}]")
         if entries:
             specs.append(LayerSpec(f"extra-directory-{index}", _sorted(entries)))
         else:
@@ -157,7 +158,7 @@ def extra_directory_layers(directories: Sequence[ExtraDirectory]) -> list[LayerS
     return specs
 
 
-def _directory_entries(directory: ExtraDirectory) -> list[LayerEntry]:
+def _directory_entries(directory: ExtraDirectory, key: str) -> list[LayerEntry]:
     includes = [_glob(pattern) for pattern in directory.includes]
     excludes = [_glob(pattern) for pattern in directory.excludes]
     permissions = [
@@ -165,7 +166,7 @@ def _directory_entries(directory: ExtraDirectory) -> list[LayerEntry]:
     ]
     into = directory.into.strip("/")
     entries = []
-    for relative, source, kind in _walk(directory.source, excludes):
+    for relative, source, kind in _walk(directory.source, excludes, key):
         if kind != "dir" and includes and not any(p.fullmatch(relative) for p in includes):
             continue
         if kind == "dir" and includes:
@@ -185,9 +186,27 @@ def _directory_entries(directory: ExtraDirectory) -> list[LayerEntry]:
     return entries
 
 
-def _walk(top: Path, excludes: Sequence[re.Pattern[str]]) -> Iterable[tuple[str, Path, str]]:
-    """(relative path, path, kind) under `top`, sorted, without excluded paths or subtrees."""
-    for current, dirnames, filenames in os.walk(top):
+def _walk(
+    top: Path, excludes: Sequence[re.Pattern[str]], key: str
+) -> Iterable[tuple[str, Path, str]]:
+    """(relative path, path, kind) under `top`, sorted, without excluded paths or subtrees.
+
+    A directory that cannot be listed, or a file that is neither regular nor a symlink,
+    stops the build: leaving it out quietly would ship an image without it.
+    """
+    try:
+        yield from _walk_tree(top, excludes, key)
+    except OSError as error:
+        raise BuildError(
+            f"cannot read {error.filename}, under `{key}.from`: {error.strerror}",
+            hint=f"make it readable by the build's user, or leave it out with `{key}.excludes`",
+        ) from error
+
+
+def _walk_tree(
+    top: Path, excludes: Sequence[re.Pattern[str]], key: str
+) -> Iterable[tuple[str, Path, str]]:
+    for current, dirnames, filenames in os.walk(top, onerror=_reraise):
         base = Path(current)
         for name in sorted(dirnames):
             relative = (base / name).relative_to(top).as_posix()
@@ -201,7 +220,24 @@ def _walk(top: Path, excludes: Sequence[re.Pattern[str]]) -> Iterable[tuple[str,
         for name in sorted(filenames):
             relative = (base / name).relative_to(top).as_posix()
             if not any(pattern.fullmatch(relative) for pattern in excludes):
-                yield relative, base / name, "symlink" if (base / name).is_symlink() else "file"
+                yield relative, base / name, _file_kind(base / name, key)
+
+
+def _reraise(error: OSError) -> None:
+    raise error
+
+
+def _file_kind(path: Path, key: str) -> str:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if not stat.S_ISREG(mode):
+        raise BuildError(
+            f"{path}, under `{key}.from`, is not a regular file, a directory or a symlink "
+            "(a FIFO, socket or device), which a layer cannot hold",
+            hint=f"leave it out with `{key}.excludes`",
+        )
+    return "file"
 
 
 def _glob(pattern: str) -> re.Pattern[str]:

@@ -14,6 +14,7 @@ import pytest
 
 from hatch_jib import cancel
 from hatch_jib.cache import BlobStore
+from hatch_jib.errors import BuildError
 from hatch_jib.image import layer as layer_module
 from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
 
@@ -178,6 +179,42 @@ def test_an_entry_without_a_mode_or_a_file_to_take_it_from_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="no mode"):
         build_layer(spec, BlobStore(tmp_path / "cache"))
+
+
+def test_a_source_that_is_gone_is_named_in_a_build_error(tmp_path):
+    missing = tmp_path / "gone.txt"
+    spec = LayerSpec("code", (LayerEntry.file("app/gone.txt", missing),))
+
+    with pytest.raises(BuildError, match=f"cannot read {missing} for /app/gone.txt in the image"):
+        build_layer(spec, BlobStore(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [(os.mkfifo, "a FIFO"), (lambda path: os.symlink("/dev/zero", path), "a character device")],
+    ids=["fifo", "dev-zero"],
+)
+def test_a_source_that_is_not_a_regular_file_is_refused_without_waiting_on_it(tmp_path, make, kind):
+    source = tmp_path / "special"
+    make(source)
+    spec = LayerSpec("code", (LayerEntry.file("app/special", source),))
+    outcome: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            build_layer(spec, BlobStore(tmp_path / "cache"))
+        except BaseException as error:
+            outcome.append(error)
+
+    # Reading a FIFO would wait for a writer and /dev/zero never ends: bound the wait.
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+
+    assert not worker.is_alive()
+    [error] = outcome
+    assert isinstance(error, BuildError)
+    assert f"{kind}, not a regular file" in str(error)
 
 
 def test_a_cancelled_build_stops_writing_a_layer_and_leaves_nothing_behind(tmp_path):

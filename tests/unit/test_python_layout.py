@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hatch_jib.config import ExtraDirectory
+from hatch_jib.errors import BuildError
 from hatch_jib.image.layer import LayerEntry, LayerSpec
 from hatch_jib.python.install import InstalledDist, create_venv, install_wheel
 from hatch_jib.python.layout import extra_directory_layers, split_layers
@@ -223,3 +224,42 @@ def test_extra_directory_includes_select_files_and_bring_their_directories(
     # Modes are fixed, not copied from the checkout, unless permissions say otherwise.
     assert {entry.path: entry.mode for entry in spec.entries}["opt/run.sh"] == 0o644
     assert stat.S_IMODE((config_dir / "run.sh").stat().st_mode) == 0o755
+
+
+def test_fifo_in_an_extra_directory_is_named_not_read_or_left_out(config_dir: Path) -> None:
+    os.mkfifo(config_dir / "conf.d" / "events")
+    directory = ExtraDirectory(config_dir, "/etc/app")
+
+    with pytest.raises(BuildError) as caught:
+        extra_directory_layers([directory])
+
+    assert f"{config_dir / 'conf.d' / 'events'}, under `tool.jib.extra-directories[0].from`" in (
+        str(caught.value)
+    )
+    assert "tool.jib.extra-directories[0].excludes" in (caught.value.hint or "")
+
+
+def test_excluded_fifo_in_an_extra_directory_is_no_error(config_dir: Path) -> None:
+    os.mkfifo(config_dir / "events")
+    directory = ExtraDirectory(config_dir, "/etc/app", excludes=("events",))
+
+    [spec] = extra_directory_layers([directory])
+
+    assert "etc/app/events" not in paths(spec)
+
+
+def test_path_that_cannot_be_read_stops_the_build_rather_than_going_missing(
+    config_dir: Path,
+) -> None:
+    # A path longer than PATH_MAX cannot be opened by name: a real failure even for root.
+    fd = os.open(config_dir, os.O_RDONLY)
+    for _ in range(20):
+        os.mkdir("d" * 250, dir_fd=fd)
+        inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    directory = ExtraDirectory(config_dir, "/etc/app")
+
+    with pytest.raises(BuildError, match=r"cannot read .*tool\.jib\.extra-directories\[0\]\.from"):
+        extra_directory_layers([directory])
