@@ -20,6 +20,7 @@ from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch, check_digest, digest_hex
 
 __all__ = [
+    "LOCAL_WHEELS",
     "RECORD_KINDS",
     "BlobStore",
     "BlobWriter",
@@ -29,6 +30,8 @@ __all__ = [
     "cache_in_use",
     "default_cache_dir",
     "file_digest",
+    "file_type_name",
+    "open_regular_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -205,10 +208,11 @@ class BlobStore:
         with cache_in_use(self.root, exclusive=True, timeout=wait):
             report = _prune_blobs(self, older_than=older_than, max_size=max_size, now=now)
 
-            # Temp files of builds that died, and records nobody used for as long.
+            # Temp files of builds that died, and the records and local dependencies' wheels
+            # nobody used for as long (by access time, which relatime moves about daily).
             _remove_old_files(self.tmp_dir, cutoff=now - _STALE_TEMP_SECONDS)
             if older_than is not None:
-                for kind in RECORD_KINDS:
+                for kind in (*RECORD_KINDS, LOCAL_WHEELS):
                     _remove_old_files(self.root / kind, cutoff=now - older_than, by_use=True)
         self._verified.difference_update(blob.digest for blob in report.removed)
         # The CLI prints its own summary; this line is for library callers' logs.
@@ -246,6 +250,8 @@ RECORD_KINDS = (
     "tags",
     "diff-ids",
 )
+# Wheels built from local dependencies, under their digest (see python/local.py).
+LOCAL_WHEELS = "local-wheels"
 _STALE_TEMP_SECONDS = 24 * 3600
 
 
@@ -332,16 +338,21 @@ def _prune_blobs(
 
 
 def _remove_old_files(directory: Path, *, cutoff: float, by_use: bool = False) -> None:
-    """Remove files written before `cutoff`, or with `by_use` last read or written before it:
-    a record read on every build is in use however long ago it was written."""
+    """Remove files written before `cutoff`, or with `by_use` last read or written before it
+    (a record read on every build is in use however long ago it was written), then the
+    directories that left empty."""
     if not directory.is_dir():
         return
     for path in directory.rglob("*"):
         with contextlib.suppress(FileNotFoundError):
-            info = path.stat()
+            info = path.lstat()
             last = max(info.st_mtime, info.st_atime) if by_use else info.st_mtime
             if stat.S_ISREG(info.st_mode) and last < cutoff:
                 path.unlink()
+    for path in sorted(directory.rglob("*"), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if empty
 
 
 def file_digest(path: Path) -> str:
@@ -451,19 +462,37 @@ _FILE_TYPES = {
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
     stat.S_IFDIR: "a directory",
+    stat.S_IFLNK: "a symlink",
+    stat.S_IFREG: "a regular file",
 }
+
+
+def file_type_name(st_mode: int) -> str:
+    """What kind of file a stat's mode says, as in "a FIFO"."""
+    return _FILE_TYPES.get(stat.S_IFMT(st_mode), "a file of unknown type")
+
+
+def open_regular_file(path: Path | str) -> tuple[int, os.stat_result]:
+    """A read-only descriptor on `path` and its fstat; OSError (EINVAL) unless it is a
+    regular file. A device or FIFO has no size to copy, and /dev/zero would never end."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        info = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = file_type_name(info.st_mode)
+        raise OSError(errno.EINVAL, f"it is {kind}, not a regular file", os.fspath(path))
+    return fd, info
 
 
 def _read_file(path: str, keep_up_to: int) -> tuple[os.stat_result, str, bytes | None]:
     """The file's stat and sha256, and its bytes too when it is no larger than `keep_up_to`."""
     # Plain descriptors: a buffered file object costs more than reading a small file does.
-    fd = os.open(path, _READ_FLAGS)
+    fd, info = open_regular_file(path)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            # A device or FIFO has no size to copy, and /dev/zero would never end.
-            kind = _FILE_TYPES.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise OSError(errno.EINVAL, f"it is {kind}, not a regular file", path)
         if info.st_size > keep_up_to:
             digest = hashlib.sha256()
             while chunk := os.read(fd, _CHUNK):

@@ -13,10 +13,10 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from hatch_jib import cancel
-from hatch_jib.cache import BlobStore, ContentHashes
+from hatch_jib.cache import BlobStore, ContentHashes, open_regular_file
 from hatch_jib.errors import BuildError
 
 __all__ = [
@@ -40,8 +40,16 @@ FORMAT_VERSION = "2"  # bump when the bytes a spec produces change
 _CHUNK = 1 << 20
 
 EntryKind = Literal["file", "dir", "symlink"]
-# An entry's path, kind, mode, link target and content sha256, as its layer's key lists it.
-_SelectorRow = tuple[str, str, int, str, str]
+
+
+class _SelectorRow(NamedTuple):
+    """One entry as its layer's selector key lists it, with the mode its file gave."""
+
+    path: str
+    kind: str
+    mode: int
+    link_target: str
+    sha256: str  # of the bytes; "" for a directory or symlink
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,8 @@ class LayerEntry:
 
     path: str
     kind: EntryKind
-    # None: 0o755 or 0o644 by the source's executable bits, taken when the file is read.
+    # None, for a file on disk only: 0o755 or 0o644 by the source's executable bits, as the
+    # stat the layer's selector key takes of it says.
     mode: int | None = 0o644
     source: Path | str | None = None
     link_target: str | None = None
@@ -240,7 +249,8 @@ def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
         parts = entry.path.split("/")
         if not entry.path or entry.path.startswith("/") or ".." in parts or "" in parts:
             raise ValueError(f"layer entry path {entry.path!r} is not inside the image root")
-        if entry.mode is None and (entry.kind != "file" or entry.source is None):
+        on_disk = entry.kind == "file" and entry.source is not None and entry.data is None
+        if entry.mode is None and not on_disk:
             raise ValueError(f"layer entry {entry.path!r} has no mode and no file to take it from")
     by_path = {entry.path: entry for entry in entries}
     for path in list(by_path):
@@ -260,7 +270,7 @@ def _add(
     tar: _TarStream, entry: LayerEntry, row: _SelectorRow, mtime: int, hashes: ContentHashes
 ) -> None:
     """Write one entry, with the mode and content hash of its selector row."""
-    mode = row[2]
+    mode = row.mode
     if entry.kind != "file":
         link = entry.link_target or ""
         tar.write(tar_header(entry.path, entry.kind, mode, 0, mtime, link))
@@ -278,18 +288,19 @@ def _add(
         tar.write(header + data + _NUL_BLOCK[: -len(data) % _BLOCK])
         return
     try:
-        handle = open(entry.source, "rb")  # noqa: SIM115
+        fd, info = open_regular_file(entry.source)
     except OSError as error:
         raise _unreadable(entry, error) from error
-    with handle:
-        size = os.fstat(handle.fileno()).st_size
-        tar.write(tar_header(entry.path, "file", mode, size, mtime))
-        content = _copy_exactly(handle, tar, size, entry.source)
-    tar.pad(size)
+    try:
+        tar.write(tar_header(entry.path, "file", mode, info.st_size, mtime))
+        content = _copy_exactly(fd, tar, info.st_size, entry)
+    finally:
+        os.close(fd)
+    tar.pad(info.st_size)
 
     # The selector key holds the hash read before; bytes that differ now must not be stored
     # under it, or a later build would reuse a layer that does not match its inputs.
-    if content != row[4]:
+    if content != row.sha256:
         raise BuildError(
             f"{entry.source} changed while layer {entry.path!r} was being written",
             hint="build again once nothing is writing to the project's files",
@@ -303,15 +314,18 @@ def _unreadable(entry: LayerEntry, error: OSError) -> BuildError:
     )
 
 
-def _copy_exactly(handle: BinaryIO, tar: _TarStream, size: int, source: Path | str) -> str:
-    """Copy `size` bytes of `handle` into the tar; the sha256 of what was copied."""
+def _copy_exactly(fd: int, tar: _TarStream, size: int, entry: LayerEntry) -> str:
+    """Copy `size` bytes of `fd` into the tar; the sha256 of what was copied."""
     digest = hashlib.sha256()
     left = size
     while left:
-        chunk = handle.read(min(left, _CHUNK))
+        try:
+            chunk = os.read(fd, min(left, _CHUNK))
+        except OSError as error:
+            raise _unreadable(entry, error) from error
         if not chunk:
             raise BuildError(
-                f"{source} shrank while it was being written into a layer",
+                f"{entry.source} shrank while it was being written into a layer",
                 hint="build again once nothing is writing to the project's files",
             )
         digest.update(chunk)
@@ -473,7 +487,7 @@ def _selector_row(entry: LayerEntry, hashes: ContentHashes) -> _SelectorRow:
             raise _unreadable(entry, error) from error
     # Only a file on disk may leave its mode to its executable bits (see `_with_parents`).
     mode = entry.mode if entry.mode is not None else 0o755 if st_mode & 0o111 else 0o644
-    return (entry.path, entry.kind, mode, entry.link_target or "", content)
+    return _SelectorRow(entry.path, entry.kind, mode, entry.link_target or "", content)
 
 
 def _selector_key(rows: list[_SelectorRow], mtime: int) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from hatch_jib.cache import file_type_name
 from hatch_jib.config import ExtraDirectory
 from hatch_jib.errors import BuildError
 from hatch_jib.image.layer import LayerEntry, LayerSpec
@@ -158,7 +159,7 @@ def extra_directory_layers(directories: Sequence[ExtraDirectory]) -> list[LayerS
     return specs
 
 
-def _directory_entries(directory: ExtraDirectory, key: str) -> list[LayerEntry]:
+def _directory_entries(directory: ExtraDirectory, config_key: str) -> list[LayerEntry]:
     includes = [_glob(pattern) for pattern in directory.includes]
     excludes = [_glob(pattern) for pattern in directory.excludes]
     permissions = [
@@ -166,7 +167,7 @@ def _directory_entries(directory: ExtraDirectory, key: str) -> list[LayerEntry]:
     ]
     into = directory.into.strip("/")
     entries = []
-    for relative, source, kind in _walk(directory.source, excludes, key):
+    for relative, source, kind in _walk(directory.source, excludes, config_key):
         if kind != "dir" and includes and not any(p.fullmatch(relative) for p in includes):
             continue
         if kind == "dir" and includes:
@@ -177,8 +178,13 @@ def _directory_entries(directory: ExtraDirectory, key: str) -> list[LayerEntry]:
             entries.append(LayerEntry.symlink(path, os.readlink(source)))
         elif kind == "dir":
             entries.append(LayerEntry.directory(path, mode=0o755 if mode is None else mode))
-        else:
+        elif kind == "file":
             entries.append(LayerEntry.file(path, source, mode=0o644 if mode is None else mode))
+        else:
+            raise BuildError(
+                f"{source}, under `{config_key}.from`, is {kind}, which a layer cannot hold",
+                hint=f'leave it out with `{config_key}.excludes = ["{relative}"]`',
+            )
     if into and entries:
         # The target directory itself, so that permissions can name it.
         mode = next((m for pattern, m in permissions if pattern.fullmatch(into)), 0o755)
@@ -187,25 +193,26 @@ def _directory_entries(directory: ExtraDirectory, key: str) -> list[LayerEntry]:
 
 
 def _walk(
-    top: Path, excludes: Sequence[re.Pattern[str]], key: str
+    top: Path, excludes: Sequence[re.Pattern[str]], config_key: str
 ) -> Iterable[tuple[str, Path, str]]:
     """(relative path, path, kind) under `top`, sorted, without excluded paths or subtrees.
 
-    A directory that cannot be listed, or a file that is neither regular nor a symlink,
-    stops the build: leaving it out quietly would ship an image without it.
+    The kind is "dir", "file", "symlink" or, for a FIFO, socket or device, what it is ("a
+    FIFO"). A path that cannot be read stops the build: leaving it out quietly would ship an
+    image without it.
     """
     try:
-        yield from _walk_tree(top, excludes, key)
+        yield from _walk_tree(top, excludes)
     except OSError as error:
+        relative = os.path.relpath(error.filename, top) if error.filename else ""
         raise BuildError(
-            f"cannot read {error.filename}, under `{key}.from`: {error.strerror}",
-            hint=f"make it readable by the build's user, or leave it out with `{key}.excludes`",
+            f"cannot read {error.filename}, under `{config_key}.from`: {error.strerror}",
+            hint=f"make it readable by the build's user, or leave it out with "
+            f'`{config_key}.excludes = ["{relative}"]`',
         ) from error
 
 
-def _walk_tree(
-    top: Path, excludes: Sequence[re.Pattern[str]], key: str
-) -> Iterable[tuple[str, Path, str]]:
+def _walk_tree(top: Path, excludes: Sequence[re.Pattern[str]]) -> Iterable[tuple[str, Path, str]]:
     for current, dirnames, filenames in os.walk(top, onerror=_reraise):
         base = Path(current)
         for name in sorted(dirnames):
@@ -220,24 +227,18 @@ def _walk_tree(
         for name in sorted(filenames):
             relative = (base / name).relative_to(top).as_posix()
             if not any(pattern.fullmatch(relative) for pattern in excludes):
-                yield relative, base / name, _file_kind(base / name, key)
+                yield relative, base / name, _file_kind(base / name)
 
 
 def _reraise(error: OSError) -> None:
     raise error
 
 
-def _file_kind(path: Path, key: str) -> str:
+def _file_kind(path: Path) -> str:
     mode = os.lstat(path).st_mode
     if stat.S_ISLNK(mode):
         return "symlink"
-    if not stat.S_ISREG(mode):
-        raise BuildError(
-            f"{path}, under `{key}.from`, is not a regular file, a directory or a symlink "
-            "(a FIFO, socket or device), which a layer cannot hold",
-            hint=f"leave it out with `{key}.excludes`",
-        )
-    return "file"
+    return "file" if stat.S_ISREG(mode) else file_type_name(mode)
 
 
 def _glob(pattern: str) -> re.Pattern[str]:

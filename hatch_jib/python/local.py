@@ -17,6 +17,7 @@ from urllib.request import url2pathname
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import parse_wheel_filename
 
+from hatch_jib.cache import LOCAL_WHEELS
 from hatch_jib.errors import BuildError
 from hatch_jib.python.resolve import uv_binary
 
@@ -49,7 +50,7 @@ def build_local_wheels(
         with _BUILDING, tempfile.TemporaryDirectory(prefix="hatch-jib-local-") as scratch:
             source = _source_path(location, Path(scratch))
             wheel = _uv_build(source, Path(scratch) / "out", spec=spec, offline=offline)
-            stored = _keep(wheel, cache_root / "local-wheels")
+            stored = _keep(wheel, cache_root / LOCAL_WHEELS)
         name = parse_wheel_filename(stored.name)[0]
         log.info("Built local dependency %s from %s", stored.name, _display(location))
         built.append((f"{name} @ {stored.as_uri()}{marker}", stored))

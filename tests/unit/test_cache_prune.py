@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch_jib.cache import BlobStore, cache_in_use
+from hatch_jib.cache import LOCAL_WHEELS, BlobStore, cache_in_use
 from hatch_jib.errors import BuildError
 
 NOW = 1_700_000_000.0
@@ -114,6 +114,21 @@ def test_prune_by_age_keeps_an_old_record_that_builds_still_read(store):
     store.prune(older_than=30 * DAY, now=NOW)
 
     assert store.read_record("selectors", "in-use") == {"value": 1}
+
+
+def test_prune_by_age_drops_old_local_dependency_wheels_and_their_directories(store):
+    old = store.root / LOCAL_WHEELS / ("a" * 64) / "helper-1.0-py3-none-any.whl"
+    fresh = store.root / LOCAL_WHEELS / ("b" * 64) / "helper-1.1-py3-none-any.whl"
+    for wheel in (old, fresh):
+        wheel.parent.mkdir(parents=True)
+        wheel.write_bytes(b"PK")
+    os.utime(old, (NOW - 40 * DAY, NOW - 40 * DAY))
+    os.utime(fresh, (NOW - DAY, NOW - 40 * DAY))
+
+    store.prune(older_than=30 * DAY, now=NOW)
+
+    assert not old.parent.exists()
+    assert fresh.is_file()
 
 
 def test_store_refuses_a_record_kind_that_prune_would_not_know(store):

@@ -217,6 +217,35 @@ def test_a_source_that_is_not_a_regular_file_is_refused_without_waiting_on_it(tm
     assert f"{kind}, not a regular file" in str(error)
 
 
+def test_a_large_source_swapped_for_a_fifo_before_it_streams_is_refused(tmp_path, monkeypatch):
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(300_000))  # past the size kept in memory: read twice
+    spec = LayerSpec("code", (LayerEntry.file("app/big.bin", source),))
+    make_key = layer_module._selector_key
+
+    def swap_then_make_key(*args):
+        source.unlink()
+        os.mkfifo(source)
+        return make_key(*args)
+
+    monkeypatch.setattr(layer_module, "_selector_key", swap_then_make_key)
+    outcome: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            build_layer(spec, BlobStore(tmp_path / "cache"))
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+
+    assert not worker.is_alive()
+    [error] = outcome
+    assert "it is a FIFO, not a regular file" in str(error)
+
+
 def test_a_cancelled_build_stops_writing_a_layer_and_leaves_nothing_behind(tmp_path):
     store = BlobStore(tmp_path / "cache")
     spec = _tree(tmp_path / "src", touch=500)

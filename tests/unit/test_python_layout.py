@@ -233,10 +233,23 @@ def test_fifo_in_an_extra_directory_is_named_not_read_or_left_out(config_dir: Pa
     with pytest.raises(BuildError) as caught:
         extra_directory_layers([directory])
 
-    assert f"{config_dir / 'conf.d' / 'events'}, under `tool.jib.extra-directories[0].from`" in (
-        str(caught.value)
+    fifo = config_dir / "conf.d" / "events"
+    assert caught.value.message == (
+        f"{fifo}, under `tool.jib.extra-directories[0].from`, is a FIFO, which a layer cannot hold"
     )
-    assert "tool.jib.extra-directories[0].excludes" in (caught.value.hint or "")
+    assert caught.value.hint == (
+        'leave it out with `tool.jib.extra-directories[0].excludes = ["conf.d/events"]`'
+    )
+
+
+def test_fifo_that_includes_leave_out_is_no_error(config_dir: Path) -> None:
+    os.mkfifo(config_dir / "conf.d" / "events")
+    directory = ExtraDirectory(config_dir, "/etc/app", includes=("**/*.conf",))
+
+    [spec] = extra_directory_layers([directory])
+
+    assert "etc/app/conf.d/events" not in paths(spec)
+    assert "etc/app/conf.d/x.conf" in paths(spec)
 
 
 def test_excluded_fifo_in_an_extra_directory_is_no_error(config_dir: Path) -> None:
