@@ -125,8 +125,9 @@ def is_code(path: str) -> bool:
 def _entries(root: Path, paths: Iterable[str]) -> list[LayerEntry]:
     entries = []
     for path in paths:
-        source = root / path
-        # One lstat per path: a tree of many small files spends its time in such calls.
+        # One lstat per path, and a str rather than a Path for the source: a tree of many
+        # small files spends its time in such per-path costs.
+        source = os.path.join(root, path)
         mode = os.lstat(source).st_mode
         # A symlink in the staging tree stays a symlink in the image.
         if stat.S_ISLNK(mode):

@@ -71,7 +71,7 @@ def test_entries_point_at_staged_files_and_keep_script_modes(tmp_path: Path) -> 
 
     code = {entry.path: entry for entry in specs[-1].entries}
     script = code["app/.venv/bin/myapp"]
-    assert (script.kind, script.mode, script.source) == (
+    assert (script.kind, script.mode, Path(script.source or "")) == (
         "file",
         0o755,
         root / "app/.venv/bin/myapp",
