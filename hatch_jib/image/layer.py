@@ -261,9 +261,9 @@ def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
     return [by_path[path] for path in sorted(by_path)]
 
 
-# TODO(#4): a tree of 10,000 tiny files still takes about 3 times as long as GNU tar (with
+# TODO(#4): a tree of 10,000 tiny files still takes 3 to 4 times as long as GNU tar (with
 # our interpreter's start). The system calls per file cost about what tar's do; the
-# interpreter's work around them (the hash, its stat record, the header: about 15 us a
+# interpreter's work around them (the hash, its stat record, the header: 15 to 20 us a
 # file) holds the GIL, so threads cannot overlap it, and writing the tar while reading
 # (one pass instead of two) saved under 5%.
 def _add(
