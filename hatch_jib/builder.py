@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hatchling.builders.plugin.interface import BuilderInterface
 
 from hatch_jib.console import debug_requested, report_failure, terminate_cleanly
+from hatch_jib.errors import ConfigError
 
 if TYPE_CHECKING:
     from hatch_jib.pipeline import BuildResult
@@ -36,6 +37,21 @@ class JibBuilder(BuilderInterface):
             "oci": self.build_oci,
             "docker": self.build_docker,
         }
+
+    def build(
+        self, *, directory: str | None = None, versions: list[str] | None = None, **options: Any
+    ) -> Generator[str, None, None]:
+        """Hatchling's build, after checking the versions (`-t jib:tarr`) ourselves: hatchling
+        raises a ValueError for an unknown one, which hatch shows as a traceback."""
+        unknown = sorted(set(versions or self.config.versions) - set(self.get_version_api()))
+        if unknown:
+            error = ConfigError(
+                f"Unknown jib output {', '.join(map(repr, unknown))} in `hatch build -t jib:...`",
+                hint="the outputs are registry, tar, oci and docker: -t jib:tar, "
+                "-t jib:registry,tar; plain -t jib pushes, or writes a tar without to.image",
+            )
+            raise SystemExit(report_failure(error, debug=False))
+        yield from super().build(directory=directory, versions=versions, **options)
 
     def get_default_versions(self) -> list[str]:
         table = self.metadata.config.get("tool", {}).get("jib", {}) or {}

@@ -284,14 +284,20 @@ def _with_source(error: ConfigError, sources: Mapping[str, str]) -> ConfigError:
 def _check_shape(value: Any, schema: Any, path: str) -> None:
     if isinstance(schema, dict):
         if not isinstance(value, dict):
-            raise ConfigError(f"Field `{path}` must be a table")
+            raise ConfigError(
+                f"Field `{path}` must be a table",
+                hint=f"write it as a [{path}] section or an inline table {{ key = value }}",
+            )
         for key, item in value.items():
             if key not in schema:
                 raise _unknown_key(path, key, schema)
             _check_shape(item, schema[key], f"{path}.{key}")
     elif isinstance(schema, list):
         if not isinstance(value, list):
-            raise ConfigError(f"Field `{path}` must be an array of tables")
+            raise ConfigError(
+                f"Field `{path}` must be an array of tables",
+                hint=f"write each item under its own [[{path}]] header, with double brackets",
+            )
         for index, item in enumerate(value):
             _check_shape(item, schema[0], f"{path}[{index}]")
     else:
@@ -449,9 +455,10 @@ def _build(
         auth=_auth(from_raw.get("auth"), "tool.jib.from.auth", sources, "from"),
         cred_helper=from_raw.get("cred-helper"),
     )
+    target = _target_reference(to_raw["image"]) if to_raw.get("image") else None
     to = ToConfig(
-        image=_target_reference(to_raw["image"]) if to_raw.get("image") else None,
-        tags=_tags(to_raw.get("tags"), placeholders),
+        image=target,
+        tags=_tags(to_raw.get("tags"), placeholders, target.tag if target else None),
         auth=_auth(to_raw.get("auth"), "tool.jib.to.auth", sources, "to"),
         cred_helper=to_raw.get("cred-helper"),
     )
@@ -475,13 +482,19 @@ def _build(
 
 
 def _target_reference(text: str) -> Reference:
-    """`to.image`: a digest names content that exists, so there is nothing to push it as."""
+    """`to.image`, with its tag only if one is written: it is pushed, as Jib does.
+
+    A digest names content that exists, so there is nothing to push it as.
+    """
     reference = parse_reference(text, key="tool.jib.to.image")
     if reference.digest:
         raise ConfigError(
             f"`tool.jib.to.image` = {text!r} names a digest; the image is pushed by tag",
             hint="drop the @sha256:... part and list tags in `tool.jib.to.tags`",
         )
+    name = text.strip()
+    if name.rfind(":") <= name.rfind("/"):  # no tag written: "latest" came by default
+        reference = dataclasses.replace(reference, tag=None)
     return reference
 
 
@@ -511,17 +524,25 @@ def _auth(raw: dict[str, Any] | None, path: str, sources: dict[str, str], side: 
     return Auth(raw["username"], raw["password"], source=label)
 
 
-def _tags(values: list[str] | None, placeholders: Mapping[str, str]) -> tuple[str, ...]:
-    tags = []
-    for index, template in enumerate(values or ["latest"]):
+def _tags(
+    values: list[str] | None, placeholders: Mapping[str, str], image_tag: str | None
+) -> tuple[str, ...]:
+    """The tags to push: the one in `to.image`, then `to.tags`; `latest` if neither has one."""
+    tags = [image_tag] if image_tag else []
+    for index, template in enumerate(values or ([] if image_tag else ["latest"])):
         tag = template
         for placeholder, value in placeholders.items():
             tag = tag.replace(f"{{{placeholder}}}", value)
-        if "{" in tag or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        if unknown := re.search(r"\{[^}]*\}", tag):
+            raise ConfigError(
+                f"`tool.jib.to.tags[{index}]` = {template!r} has the unknown placeholder "
+                f"{unknown[0]}",
+                hint="the placeholders are {version} and {name}",
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
             raise ConfigError(
                 f"`tool.jib.to.tags[{index}]` = {template!r} gives the invalid tag {tag!r}",
-                hint="tags may hold letters, digits, _ . and -;"
-                " the placeholders are {version} and {name}",
+                hint="a tag is 1 to 128 letters, digits, _ . and -, and does not start with . or -",
             )
         tags.append(tag)
     return tuple(dict.fromkeys(tags))
@@ -546,7 +567,7 @@ def _container(raw: dict[str, Any]) -> ContainerConfig:
         environment={k: str(v) for k, v in raw.get("environment", {}).items()},
         labels={k: str(v) for k, v in raw.get("labels", {}).items()},
         annotations={k: str(v) for k, v in raw.get("annotations", {}).items()},
-        ports=tuple(_normalize_port(port) for port in raw.get("ports", [])),
+        ports=tuple(dict.fromkeys(p for port in raw.get("ports", []) for p in _expand_port(port))),
         volumes=tuple(volumes),
         user=raw.get("user"),
         working_directory=raw.get("working-directory", raw.get("app-root", "/app")),
@@ -603,8 +624,13 @@ def _check_port(text: str, path: str) -> None:
         )
 
 
-def _normalize_port(text: str) -> str:
-    return text if "/" in text else f"{text}/tcp"
+def _expand_port(text: str) -> list[str]:
+    """`ExposedPorts` keys for a checked port or range: one `port/protocol` each, as Docker's
+    EXPOSE and Jib write them; the image config has no form for a range."""
+    match = re.fullmatch(_PORT, text)
+    assert match is not None  # _check_port came first
+    first, last, protocol = int(match[1]), int(match[2] or match[1]), match[3] or "tcp"
+    return [f"{port}/{protocol}" for port in range(first, last + 1)]
 
 
 def _creation_time(value: str | None, path: str) -> str:
@@ -709,13 +735,22 @@ def _extra_directories(items: list[dict[str, Any]], root: Path) -> tuple[ExtraDi
     result = []
     for index, item in enumerate(items):
         path = f"tool.jib.extra-directories[{index}]"
-        for required in ("from", "into"):
+        for required, example in (
+            ("from", '"src/static" (a directory of the project)'),
+            ("into", '"/app/static" (where its files go in the image)'),
+        ):
             if not item.get(required):
-                raise ConfigError(f"`{path}.{required}` is required")
+                raise ConfigError(
+                    f"`{path}.{required}` is required",
+                    hint=f"add {required} = {example} to that item",
+                )
         into = _image_path(item["into"], f"{path}.into")
         source = root / item["from"]
         if not source.is_dir():
-            raise ConfigError(f"`{path}.from`: directory {source} does not exist")
+            raise ConfigError(
+                f"`{path}.from`: directory {source} does not exist",
+                hint="give a directory relative to the project root (where pyproject.toml is)",
+            )
         for key, mode in item.get("permissions", {}).items():
             if not isinstance(mode, str) or not re.fullmatch(r"[0-7]{3,4}", mode):
                 raise ConfigError(

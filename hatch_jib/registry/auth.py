@@ -99,6 +99,12 @@ def unauthorized_hint(
             f"no credentials were found for {registry}: set {variables},"
             f" or run `docker login {registry}`"
         )
+    if credential.source.startswith(env_prefix):
+        # They are set already: telling the user to set them would send them in a circle.
+        return (
+            f"the credentials from {credential.source} were refused: check their values,"
+            f" or unset them and run `docker login {registry}`"
+        )
     return (
         f"the credentials from {credential.source} were refused: check them, set"
         f" {variables}, or run `docker login {registry}`"

@@ -13,6 +13,7 @@ import email.utils
 import ipaddress
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -188,7 +189,7 @@ class Transport:
             # A timeout says nothing about the scheme: never downgrade on one.
             raise self._unreachable(error, url) from error
         except httpx.ConnectError as error:
-            if _is_cert_error(error) and self._listed_insecure():
+            if _caused_by(error, ssl.SSLCertVerificationError) and self._listed_insecure():
                 log.warning(
                     "%s: TLS certificate not trusted; using it unverified because the host"
                     " is in allow-insecure-registries",
@@ -196,7 +197,7 @@ class Transport:
                 )
                 self._verify_tls = False
                 return "https"
-            if _is_cert_error(error) or not self.plain_http_allowed:
+            if _caused_by(error, ssl.SSLCertVerificationError) or not self.plain_http_allowed:
                 raise self._unreachable(error, url) from error
             log.debug("%s: HTTPS failed (%s); trying plain HTTP", self.registry, error)
         return self._plain_http()
@@ -316,11 +317,14 @@ class Transport:
         time.sleep(delay)
 
     def _unreachable(self, error: httpx.TransportError, url: str) -> RegistryError:
-        if _is_cert_error(error):
+        if _caused_by(error, ssl.SSLCertVerificationError):
             hint = (
                 "the registry's TLS certificate is not trusted: point SSL_CERT_FILE at its CA"
                 " bundle, or add the host to allow-insecure-registries"
             )
+        elif _caused_by(error, socket.gaierror):
+            host = self.registry.rsplit(":", 1)[0] if "]" not in self.registry else self.registry
+            hint = f"the host name {host} does not resolve: check the image reference's registry"
         else:
             # Plain HTTP is already allowed for loopback and listed hosts: only ask if it runs.
             hint = "is it running?" if self.plain_http_allowed else _INSECURE_HINT
@@ -415,10 +419,11 @@ def _hostname(host: str) -> str:
     return host
 
 
-def _is_cert_error(error: BaseException) -> bool:
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is in `error`'s chain of causes (httpx wraps the socket's errors)."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
+        if isinstance(seen, kind):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -146,6 +146,17 @@ def test_bad_input_fails_with_a_short_message_and_writes_nothing(
     assert not dist.exists() or not any(dist.iterdir())
 
 
+def test_unknown_jib_output_is_a_two_line_error_not_a_traceback(tmp_path, base_image, jib_cache):
+    project = copy_project("hello-cli", tmp_path)
+
+    built = hatch_build(project, {"JIB_FROM_IMAGE": base_image}, target="jib:tarr")
+
+    assert built.returncode == 2
+    assert "Traceback" not in built.stderr
+    assert "error: Unknown jib output 'tarr' in `hatch build -t jib:...`" in built.stderr
+    assert "hint: the outputs are registry, tar, oci and docker" in built.stderr
+
+
 @pytest.mark.parametrize("mode", ["htpasswd", "token"])
 def test_push_with_credentials_from_the_environment(tmp_path, base_image, jib_cache, mode):
     project = copy_project("hello-cli", tmp_path)

@@ -291,6 +291,26 @@ def test_refused_base_image_credentials_name_the_from_variables(tmp_path: Path) 
     assert "JIB_TO_AUTH" not in str(caught.value)
 
 
+def test_refused_credentials_from_the_environment_are_not_asked_for_again(tmp_path: Path) -> None:
+    with running_registry(tmp_path / "reg", "htpasswd") as registry:
+        credential = Credential(
+            registry.username or "",
+            "not-it",
+            source="JIB_FROM_AUTH_USERNAME/JIB_FROM_AUTH_PASSWORD",
+        )
+        client = RegistryClient(
+            registry.host, "team/app", credential=credential, options=options_for(registry)
+        )
+        with client, pytest.raises(RegistryError) as caught:
+            client.get_manifest("latest")
+
+    assert caught.value.code == "UNAUTHORIZED"
+    assert caught.value.hint == (
+        "the credentials from JIB_FROM_AUTH_USERNAME/JIB_FROM_AUTH_PASSWORD were refused: check"
+        f" their values, or unset them and run `docker login {registry.host}`"
+    )
+
+
 def test_missing_credentials_raise_unauthorized_saying_how_to_log_in(tmp_path: Path) -> None:
     with running_registry(tmp_path / "reg", "htpasswd") as registry:
         client = RegistryClient(
@@ -334,6 +354,22 @@ def test_registry_that_is_not_running_raises_unreachable_with_a_hint(tmp_path: P
     assert "is it running?" in str(caught.value)
     # Loopback may use plain HTTP already; suggesting allow-insecure-registries would mislead.
     assert "allow-insecure-registries" not in str(caught.value)
+
+
+def test_registry_whose_name_does_not_resolve_is_named_as_a_dns_failure() -> None:
+    # .invalid is reserved (RFC 2606): no resolver answers for it.
+    with (
+        RegistryClient(
+            "registry.invalid", "team/app", credential=None, options=TransportOptions(max_retries=0)
+        ) as client,
+        pytest.raises(RegistryError) as caught,
+    ):
+        client.get_manifest("latest")
+
+    assert caught.value.code == "UNREACHABLE"
+    assert caught.value.hint == (
+        "the host name registry.invalid does not resolve: check the image reference's registry"
+    )
 
 
 @pytest.mark.parametrize("mode", ["open", "htpasswd"])

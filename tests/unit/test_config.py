@@ -29,8 +29,26 @@ def test_environment_configures_a_project_without_a_jib_table():
     config = load_config(None, project_root=ROOT, version="2.0", environ=environ)
 
     assert str(config.from_.image) == "localhost:5000/base:1"
-    assert str(config.to.image) == "localhost:5000/app:latest"
+    assert str(config.to.image) == "localhost:5000/app"
     assert config.to.tags == ("2.0", "latest")
+
+
+@pytest.mark.parametrize(
+    ("image", "tags", "pushed"),
+    [
+        ("localhost:5000/app", None, ("latest",)),
+        ("localhost:5000/app:v1", None, ("v1",)),
+        ("localhost:5000/app:v1", ["{version}", "v1", "latest"], ("v1", "2.0", "latest")),
+        ("localhost:5000/app", ["{version}"], ("2.0",)),
+    ],
+)
+def test_a_tag_written_in_to_image_is_pushed_beside_to_tags(image, tags, pushed):
+    to = {"image": image} | ({"tags": tags} if tags is not None else {})
+
+    config = load_config({**BASE, "to": to}, project_root=ROOT, version="2.0", environ={})
+
+    assert config.to.tags == pushed
+    assert str(config.to.image) == image
 
 
 def test_environment_overrides_the_table_and_cli_overrides_the_environment():
@@ -101,12 +119,12 @@ def test_bad_boolean_in_environment_names_the_variable():
         load_config(BASE, project_root=ROOT, environ={"JIB_OFFLINE": "maybe"})
 
 
-def test_ports_get_a_protocol():
+def test_ports_get_a_protocol_and_ranges_one_key_per_port():
     table = {**BASE, "container": {"ports": ["8000", "9000-9002/udp"]}}
 
     config = load_config(table, project_root=ROOT, environ={})
 
-    assert config.container.ports == ("8000/tcp", "9000-9002/udp")
+    assert config.container.ports == ("8000/tcp", "9000/udp", "9001/udp", "9002/udp")
 
 
 def test_name_and_version_placeholders_fill_tags():
@@ -143,7 +161,8 @@ def test_effective_config_lists_every_key_with_its_source_and_masks_secrets():
     assert entries["container.environment"].value == {"API_TOKEN": "***", "MODE": "prod"}
     assert entries["container.working-directory"].source == "default"
     assert "s3cret-value" not in text and "tok-123" not in text
-    assert 'to.image = "reg.io/app:latest"' in text
+    assert 'to.image = "reg.io/app"' in text
+    assert 'to.tags = ["latest"]' in text
 
 
 def test_wrong_item_type_names_the_index_in_toml_words():
@@ -264,3 +283,42 @@ def test_extra_directory_from_outside_the_project_is_warned_about(tmp_path):
     assert len(config.warnings) == 1
     assert "extra-directories[0].from" in config.warnings[0]
     assert "outside the project" in config.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("table", "message", "hint"),
+    [
+        (
+            {**BASE, "to": {"tags": ["{vers}"]}},
+            "`tool.jib.to.tags[0]` = '{vers}' has the unknown placeholder {vers}",
+            "the placeholders are {version} and {name}",
+        ),
+        (
+            {**BASE, "to": {"tags": ["-rc1"]}},
+            "`tool.jib.to.tags[0]` = '-rc1' gives the invalid tag '-rc1'",
+            "does not start with . or -",
+        ),
+        (
+            {**BASE, "extra-directories": [{"from": "static"}]},
+            "`tool.jib.extra-directories[0].into` is required",
+            'add into = "/app/static"',
+        ),
+        (
+            {**BASE, "extra-directories": {"from": "static", "into": "/srv"}},
+            "Field `tool.jib.extra-directories` must be an array of tables",
+            "[[tool.jib.extra-directories]] header",
+        ),
+        (
+            {**BASE, "extra-directories": [{"from": "no-such-dir", "into": "/srv"}]},
+            "`tool.jib.extra-directories[0].from`: directory /project/no-such-dir does not exist",
+            "relative to the project root",
+        ),
+    ],
+    ids=["unknown-placeholder", "tag-starts-with-dash", "no-into", "single-brackets", "no-from"],
+)
+def test_config_mistakes_name_the_key_and_say_what_to_write(table, message, hint):
+    with pytest.raises(ConfigError) as caught:
+        load_config(table, project_root=ROOT, environ={})
+
+    assert caught.value.message == message
+    assert hint in (caught.value.hint or "")
