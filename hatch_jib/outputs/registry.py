@@ -90,17 +90,20 @@ def _push_blob(
     def report(state: str) -> None:
         progress.publish(progress.BlobEvent(digest, state, name, size))
 
+    # The config is a blob too, but calling it a layer would mislead.
+    what = "Config" if name == "config" else f"Layer {name:<12}"
+
     report("checking")
     if client.blob_exists(digest) is not None:
-        log.info("Layer %-12s %s already in target, skipped", name, short_digest(digest))
+        log.info("%s %s already in target, skipped", what, short_digest(digest))
         report("skipped")
         return BlobPush(digest, name, size, "skipped")
     if mount_from and client.mount_blob(digest, mount_from):
-        log.info("Layer %-12s %s mounted from %s", name, short_digest(digest), mount_from)
+        log.info("%s %s mounted from %s", what, short_digest(digest), mount_from)
         report("mounted")
         return BlobPush(digest, name, size, "mounted")
     report("uploading")
     client.upload_blob(digest, size, blob_path(digest))
-    log.info("Layer %-12s %s pushed (%s)", name, short_digest(digest), human_size(size))
+    log.info("%s %s pushed (%s)", what, short_digest(digest), human_size(size))
     report("pushed")
     return BlobPush(digest, name, size, "pushed")

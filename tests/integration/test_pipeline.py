@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -171,6 +172,9 @@ def test_registry_build_over_a_described_base_downloads_no_base_layer(
     assert not blob_in_cache(cache, layers["base"]["digest"]).exists()
     assert layers["base"]["pushed"] is True  # mounted from the base's repository
     assert "Downloading" not in built.stderr
+    assert re.search(r"Layer base +[0-9a-f]{12} mounted from base/debian-python", built.stderr)
+    assert re.search(r"Config [0-9a-f]{12} pushed \(", built.stderr)
+    assert "Layer config" not in built.stderr
 
 
 @pytest.mark.parametrize("broken", ["wheel", "base"])
