@@ -83,7 +83,8 @@ class RegistryClient:
         self.repository = repository
         self.credential = credential
         self.options = options
-        self.transport = Transport(registry, options)
+        purpose = f"to push to {repository}" if push else f"to pull {repository}"
+        self.transport = Transport(registry, options, purpose=purpose)
         self._lock = threading.Lock()
         # Upload sessions a refused mount opened, by digest, for the upload that follows.
         self._open_sessions: dict[str, tuple[str, int]] = {}

@@ -135,9 +135,10 @@ def redact_url(url: str) -> str:
 class Transport:
     """HTTP to one registry host under the rules of `TransportOptions`."""
 
-    def __init__(self, registry: str, options: TransportOptions) -> None:
+    def __init__(self, registry: str, options: TransportOptions, *, purpose: str = "") -> None:
         self.registry = registry
         self.options = options
+        self.purpose = purpose  # "to pull base/app": which of a build's registries failed
         self._lock = threading.Lock()
         self._scheme: str | None = None
         self._verify_tls = True
@@ -331,8 +332,9 @@ class Transport:
             if isinstance(error, httpx.TimeoutException):
                 waited = f"the registry did not answer within {self.options.timeout:g}s"
                 hint = f"{waited}; {hint}"
+        purpose = f" {self.purpose}" if self.purpose else ""
         return RegistryError(
-            f"Cannot reach registry {self.registry} ({redact_url(url)}): {error}",
+            f"Cannot reach registry {self.registry}{purpose} ({redact_url(url)}): {error}",
             hint=hint,
             registry=self.registry,
             code="UNREACHABLE",
