@@ -296,9 +296,9 @@ def test_registry_that_is_down_is_a_build_failure_naming_it(tmp_path, registry, 
     assert_nothing_pushed(registry.url, "bad-input/down")
 
 
-def test_plain_http_registry_not_allowed_is_refused(tmp_path, registry, base_image):
-    # registry.invalid never resolves, and as a non-loopback host it never gets plain HTTP.
-    project = write_project(tmp_path, Case("insecure", 1, ()))
+def test_registry_host_that_does_not_resolve_is_named_as_such(tmp_path, registry, base_image):
+    # registry.invalid never resolves (RFC 2606).
+    project = write_project(tmp_path, Case("no-such-host", 1, ()))
     env = base_env(tmp_path, base_image, "registry.invalid:5000/app")
 
     done = run_cli(project, env, ())
@@ -306,7 +306,34 @@ def test_plain_http_registry_not_allowed_is_refused(tmp_path, registry, base_ima
     assert_clean_failure(
         done,
         exit_code=1,
-        culprits=("registry.invalid:5000", "allow-insecure-registries"),
+        culprits=("registry.invalid:5000", "the host name registry.invalid does not resolve"),
+        project=project,
+    )
+
+
+def test_plain_http_registry_not_allowed_is_refused(tmp_path, registry, base_image):
+    # This machine's own non-loopback address, on a port nothing listens on: HTTPS is refused,
+    # and plain HTTP is never tried for a host that is not loopback unless the user allows it.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent, a route is chosen
+        except OSError:
+            pytest.skip("this machine has no route off loopback")
+        address = probe.getsockname()[0]
+    if address.startswith("127."):
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    with socket.socket() as closed:
+        closed.bind((address, 0))
+        port = closed.getsockname()[1]
+    project = write_project(tmp_path, Case("insecure", 1, ()))
+    env = base_env(tmp_path, base_image, f"{address}:{port}/app")
+
+    done = run_cli(project, env, ())
+
+    assert_clean_failure(
+        done,
+        exit_code=1,
+        culprits=(f"{address}:{port}", "allow-insecure-registries"),
         project=project,
     )
 

@@ -93,7 +93,7 @@ def test_print_config_shows_sources_masks_secrets_and_builds_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = {line.split(" = ")[0]: line for line in done.stdout.splitlines()}
     assert lines["from.image"].endswith("# env JIB_FROM_IMAGE")
-    assert '"127.0.0.1:1/app:latest"' in lines["to.image"] and "# command line" in lines["to.image"]
+    assert '"127.0.0.1:1/app"' in lines["to.image"] and "# command line" in lines["to.image"]
     assert '["hello-cli"]' in lines["to.tags"]
     assert '"***"' in lines["to.auth.password"]
     assert "pw-never-shown" not in done.stdout + done.stderr
