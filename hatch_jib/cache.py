@@ -11,10 +11,10 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch, check_digest, digest_hex
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _CHUNK = 1 << 20
 
@@ -161,22 +162,52 @@ class BlobStore:
             raise FileNotFoundError(f"blob {digest} is not in the cache at {self.root}")
         return path.read_bytes()
 
-    # Small JSON records (selectors, resolved dependency sets) keyed by a string.
+    # Small JSON records (selectors, resolved dependency sets) keyed by a string. Each file
+    # is the JSON, a newline and the JSON's sha256: a layer's diff_id or size read from a
+    # damaged record would be pushed in a manifest that does not match its blobs.
     def read_record(self, kind: str, key: str) -> Any | None:
+        """The record's value; None if there is none, or it is damaged (with a warning)."""
         path = self._record_path(kind, key)
         try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        payload, newline, checksum = raw.rpartition(b"\n")
+        if not newline:
+            return None  # written before records carried a checksum, or cut short
+        if hashlib.sha256(payload).hexdigest().encode() != checksum:
+            log.warning("cache: dropping damaged %s record %s (its checksum is wrong)", kind, path)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return None
+        return json.loads(payload)
+
+    def load_record(self, kind: str, key: str, parse: Callable[[Any], _T]) -> _T | None:
+        """The record made into objects by `parse`; None, with a warning, if it has another
+        shape than `parse` expects (written by another hatch-jib, or by hand)."""
+        value = self.read_record(kind, key)
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except (TypeError, KeyError, ValueError, AttributeError) as error:
+            log.warning(
+                "cache: ignoring a %s record of another shape (%s: %s)",
+                kind,
+                type(error).__name__,
+                error,
+            )
             return None
 
     def write_record(self, kind: str, key: str, value: Any) -> None:
         path = self._record_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.tmp_dir, delete=False) as handle:
-            # dumps, not dump: dump runs the pure-Python encoder, slow for big records. Keys
-            # stay in their order: only json.loads reads a record, and sorting the 10,000
-            # files of a content-hashes record costs more than encoding them.
-            handle.write(json.dumps(value))
+        # dumps, not dump: dump runs the pure-Python encoder, slow for big records. Keys stay
+        # in their order: only json.loads reads a record, and sorting the 10,000 files of a
+        # content-hashes record costs more than encoding them. The JSON has no raw newline.
+        payload = json.dumps(value).encode()
+        with tempfile.NamedTemporaryFile("wb", dir=self.tmp_dir, delete=False) as handle:
+            handle.write(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
         os.replace(handle.name, path)
 
     def blobs(self) -> list[PrunedBlob]:

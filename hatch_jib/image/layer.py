@@ -12,12 +12,14 @@ import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from hatch_jib import cancel
 from hatch_jib.cache import BlobStore, ContentHashes, open_regular_file
 from hatch_jib.errors import BuildError
+from hatch_jib.image.descriptor import check_digest
 
 __all__ = [
     "DEFAULT_MTIME",
@@ -113,10 +115,15 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     # Threads asking for the same layer (platforms of one build) wait for the first to write
     # it, then reuse it; different layers are written side by side.
     with _selector_lock(store, key):
-        record = store.read_record("selectors", key)
-        if record and store.verified_path(record["digest"]) is not None:
-            return BuiltLayer(spec.name, record["digest"], record["diff_id"], record["size"], True)
+        reused = store.load_record("selectors", key, partial(_recorded_layer, spec.name))
+        if reused is not None and store.verified_path(reused.digest) is not None:
+            return reused
         return _write_layer(spec.name, entries, rows, key, store, mtime, hashes)
+
+
+def _recorded_layer(name: str, record: dict[str, Any]) -> BuiltLayer:
+    digest, diff_id = check_digest(record["digest"]), check_digest(record["diff_id"])
+    return BuiltLayer(name, digest, diff_id, int(record["size"]), reused=True)
 
 
 _SELECTOR_LOCKS: dict[tuple[str, str], threading.Lock] = {}

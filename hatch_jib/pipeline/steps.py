@@ -277,20 +277,22 @@ def _cached_manifest(
 ) -> PulledManifest:
     digest: str | None = identifier
     if not identifier.startswith("sha256:"):
-        digest = (store.read_record("tags", tag_key) or {}).get("digest")
-    record = store.read_record("manifests", digest) if digest else None
-    path = store.verified_path(digest) if digest and record else None
-    if digest is None or record is None or path is None:
-        what = "the digest of tag" if digest is None else "the manifest"
+        digest = store.load_record("tags", tag_key, lambda record: check_digest(record["digest"]))
+    media_type = None
+    if digest:
+        media_type = store.load_record("manifests", digest, lambda record: record["media_type"])
+    path = store.verified_path(digest) if digest and media_type else None
+    if digest is None or media_type is None or path is None:
         separator = "@" if identifier.startswith("sha256:") else ":"
+        what = f"{reference.context}{separator}{identifier}"
+        what = f"the digest of tag {what}" if digest is None else f"the manifest {digest} of {what}"
         raise BuildError(
-            f"Offline build: {what} {reference.context}{separator}{identifier} is not in the cache "
-            f"at {store.root}",
+            f"Offline build: {what} is not in the cache at {store.root}",
             hint="build once with network access (or pin the base by digest after one), "
             "or turn off `offline`",
         )
     log.info("Base manifest %s from the cache (offline)", digest)
-    return PulledManifest(path.read_bytes(), record["media_type"], digest)
+    return PulledManifest(path.read_bytes(), str(media_type), digest)
 
 
 def _fetch_blob(
@@ -407,11 +409,10 @@ def detect_target_profile(
     from hatch_jib import __version__
 
     key = json.dumps([_TARGET_FORMAT, __version__, base.manifest_digest, repr(overrides)])
-    record = store.read_record("targets", key)
-    if record:
-        target = TargetProfile(**record)
-        log.info("Target: %s (cached)", target.describe())
-        return target
+    cached = store.load_record("targets", key, lambda record: TargetProfile(**record))
+    if cached is not None:
+        log.info("Target: %s (cached)", cached.describe())
+        return cached
 
     layers: list[Path] = []
     if not _config_says_enough(base.config, overrides):
@@ -828,12 +829,17 @@ def _wheel_identity(wheel: ResolvedWheel) -> str:
 
 def _reuse_layers(store: BlobStore, key: str) -> tuple[BuiltLayer, ...] | None:
     """The layers recorded for `key`, if every blob is still in the cache and intact."""
-    record = store.read_record("installed-layers", key)
-    if record is None:
+    layers = store.load_record("installed-layers", key, _recorded_layers)
+    if layers is None or any(store.verified_path(layer.digest) is None for layer in layers):
         return None
+    return layers
+
+
+def _recorded_layers(record: dict[str, Any]) -> tuple[BuiltLayer, ...]:
     layers = tuple(BuiltLayer(**{**item, "reused": True}) for item in record["layers"])
-    if any(store.verified_path(layer.digest) is None for layer in layers):
-        return None
+    for layer in layers:
+        check_digest(layer.digest)
+        check_digest(layer.diff_id)
     return layers
 
 

@@ -106,9 +106,10 @@ def resolve(
     options = [*index_args, "--no-deps"] if no_deps else index_args
     cwd = project_root or Path.cwd()
     key = _record_key(requirements, target, platform, [*options, *_uv_settings(cwd, os.environ)])
-    record = store.read_record(_RECORD_KIND, key)
-    if record is not None:
-        cached = [ResolvedWheel(**wheel) for wheel in record["wheels"]]
+    cached = store.load_record(
+        _RECORD_KIND, key, lambda record: [ResolvedWheel(**wheel) for wheel in record["wheels"]]
+    )
+    if cached is not None:
         # A local wheel rebuilt in place keeps its URL: its old hash would fetch the old blob.
         if all(_local_file_unchanged(wheel) for wheel in cached):
             log.info(

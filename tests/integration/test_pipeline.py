@@ -19,6 +19,7 @@ import pytest
 
 from hatch_jib import cancel, progress
 from hatch_jib.build import build_project
+from hatch_jib.cache import BlobStore
 from hatch_jib.errors import BuildError
 from hatch_jib.pipeline import steps
 from tests.support.multiarch_base import push_multiarch_base
@@ -129,6 +130,50 @@ def test_offline_tar_build_works_from_a_warm_cache(tmp_path, base_image):
     assert offline.returncode == 0, offline.stderr
     assert (project / "dist" / "jib-image.digest").read_text() == digest
     assert "from the cache (offline)" in offline.stderr
+
+
+def test_damaged_layer_records_are_dropped_with_a_warning_not_pushed(tmp_path, base_image):
+    cache = tmp_path / "cache"
+    project = project_copy(tmp_path)
+    env = cli_env(cache, base_image)
+    cold = jib(project, "--tar", env=env)
+    assert cold.returncode == 0, cold.stderr
+    digest = (project / "dist" / "jib-image.digest").read_text()
+
+    # One flipped hex digit in each recorded diff_id: valid JSON, a wrong checksum.
+    records = [*(cache / "installed-layers").rglob("*.json"), *(cache / "selectors").rglob("*")]
+    for path in [path for path in records if path.is_file()]:
+        raw = path.read_bytes()
+        at = raw.index(b'"diff_id": "sha256:') + len(b'"diff_id": "sha256:')
+        path.write_bytes(raw[:at] + (b"1" if raw[at : at + 1] == b"0" else b"0") + raw[at + 1 :])
+    again = jib(project, "--tar", env=env)
+
+    assert again.returncode == 0, again.stderr
+    assert "cache: dropping damaged installed-layers record" in again.stderr
+    assert (project / "dist" / "jib-image.digest").read_text() == digest
+
+
+@pytest.mark.parametrize("kind", ["targets", "resolutions", "installed-layers", "selectors"])
+def test_a_record_of_another_shape_is_ignored_with_a_warning(tmp_path, base_image, kind):
+    cache = tmp_path / "cache"
+    project = project_copy(tmp_path)
+    env = cli_env(cache, base_image)
+    cold = jib(project, "--tar", env=env)
+    assert cold.returncode == 0, cold.stderr
+    digest = (project / "dist" / "jib-image.digest").read_text()
+
+    # Written as the store writes, checksum and all, as another hatch-jib might have.
+    store = BlobStore(cache)
+    for path in (cache / kind).rglob("*.json"):
+        payload = json.dumps({"x": 1}).encode()
+        path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+    if kind == "selectors":
+        shutil.rmtree(store.root / "installed-layers")  # so that the selectors are read
+    again = jib(project, "--tar", env=env)
+
+    assert again.returncode == 0, again.stderr
+    assert f"cache: ignoring a {kind} record of another shape" in again.stderr
+    assert (project / "dist" / "jib-image.digest").read_text() == digest
 
 
 def test_offline_build_on_a_cold_cache_says_what_is_missing(tmp_path, base_image):

@@ -120,3 +120,55 @@ def test_offline_build_names_the_base_tag_missing_from_the_cache(tmp_path):
     assert "registry.example/base/python:3.11" in raised.value.message
     assert "not in the cache" in raised.value.message
     assert "network" in (raised.value.hint or "")
+
+
+def test_offline_build_names_the_manifest_digest_missing_from_the_cache(tmp_path):
+    reference = parse_reference("registry.example/base/python:3.11")
+    store = BlobStore(tmp_path / "cache")
+    digest = "sha256:" + "ab" * 32
+    store.write_record("tags", "registry.example/base/python:3.11", {"digest": digest})
+
+    with pytest.raises(BuildError) as raised:
+        pull_base_image(
+            reference,
+            None,  # type: ignore[arg-type]  # offline: the registry is never asked
+            store,
+            Platform("linux", "amd64"),
+            offline=True,
+        )
+
+    assert raised.value.message.startswith(
+        f"Offline build: the manifest {digest} of registry.example/base/python:3.11 is not in"
+    )
+
+
+def test_record_whose_bytes_changed_is_dropped_with_a_warning(tmp_path, caplog):
+    store = BlobStore(tmp_path / "cache")
+    store.write_record("selectors", "key", {"digest": "sha256:" + "0" * 64, "size": 10})
+    path = store._record_path("selectors", "key")
+    path.write_bytes(path.read_bytes().replace(b'"size": 10', b'"size": 11'))
+
+    found = BlobStore(tmp_path / "cache").read_record("selectors", "key")
+
+    assert found is None and not path.exists()
+    assert f"dropping damaged selectors record {path}" in caplog.text
+
+
+@pytest.mark.parametrize("cut", [0, 5, -65])
+def test_record_cut_short_or_in_the_old_format_reads_as_none(tmp_path, cut):
+    store = BlobStore(tmp_path / "cache")
+    store.write_record("targets", "key", {"python_version": "3.11"})
+    path = store._record_path("targets", "key")
+    path.write_bytes(path.read_bytes()[:cut] if cut else b'{"python_version": "3.11"}')
+
+    assert store.read_record("targets", "key") is None
+
+
+def test_record_of_another_shape_loads_as_none_with_a_warning(tmp_path, caplog):
+    store = BlobStore(tmp_path / "cache")
+    store.write_record("targets", "key", ["not", "a", "table"])
+
+    loaded = store.load_record("targets", "key", lambda record: record["python_version"])
+
+    assert loaded is None
+    assert "cache: ignoring a targets record of another shape (TypeError" in caplog.text
