@@ -325,11 +325,17 @@ def cache_in_use(root: Path, *, exclusive: bool = False, timeout: float = -1) ->
     with open(root / _LOCK_NAME, "a+b") as handle:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = None if timeout < 0 else time.monotonic() + timeout
+        told = False
         while True:
             try:
                 fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not told:
+                    # A build only waits for a prune; a prune waits for builds.
+                    holder = "running builds" if exclusive else "a cache prune"
+                    log.info("Waiting for %s to finish with the cache %s", holder, root)
+                    told = True
                 if deadline is not None and time.monotonic() >= deadline:
                     raise BuildError(
                         f"The cache {root} is in use by a running build",

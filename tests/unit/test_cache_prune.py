@@ -75,6 +75,25 @@ def test_prune_proceeds_once_the_build_releases_the_cache(store):
     assert [blob.digest for blob in report.removed] == [digest]
 
 
+def test_a_build_waiting_for_a_prune_says_so(store, caplog):
+    caplog.set_level("INFO")
+    held = threading.Event()
+
+    def prune() -> None:
+        with cache_in_use(store.root, exclusive=True):
+            held.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=prune)
+    thread.start()
+    held.wait()
+    with cache_in_use(store.root):
+        pass
+    thread.join()
+
+    assert f"Waiting for a cache prune to finish with the cache {store.root}" in caplog.text
+
+
 # Written out rather than taken from RECORD_KINDS: each is a kind some step writes.
 BUILD_RECORD_KINDS = [
     "selectors",
