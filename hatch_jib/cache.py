@@ -118,16 +118,29 @@ class BlobStore:
             return None
         if digest in self._verified:
             return path
-        actual = file_digest(path)
-        if actual != digest:
-            log.warning(
-                "cache: evicting corrupt blob %s (its content hashes to %s)", digest, actual
-            )
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        try:
+            handle = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
             return None
-        self._verified.add(digest)
-        return path
+        with handle:
+            actual = _stream_digest(handle)
+            read = os.fstat(handle.fileno())
+        if actual == digest:
+            self._verified.add(digest)
+            return path
+
+        # Evict only the copy that was read: another build may have just renamed a good one
+        # into its place, which is checked in its turn.
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            return None
+        if (now.st_dev, now.st_ino) != (read.st_dev, read.st_ino):
+            return self.verified_path(digest)
+        log.warning("cache: evicting corrupt blob %s (its content hashes to %s)", digest, actual)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return None
 
     def size(self, digest: str) -> int:
         return self.path(digest).stat().st_size
@@ -394,10 +407,14 @@ def _remove_old_files(directory: Path, *, cutoff: float, by_use: bool = False) -
 
 def file_digest(path: Path) -> str:
     """The `sha256:` digest of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+        return _stream_digest(handle)
+
+
+def _stream_digest(handle: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return "sha256:" + digest.hexdigest()
 
 

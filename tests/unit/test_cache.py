@@ -172,3 +172,24 @@ def test_record_of_another_shape_loads_as_none_with_a_warning(tmp_path, caplog):
 
     assert loaded is None
     assert "cache: ignoring a targets record of another shape (TypeError" in caplog.text
+
+
+def test_a_good_copy_renamed_in_while_a_corrupt_one_is_read_is_kept(tmp_path, monkeypatch):
+    store = BlobStore(tmp_path / "cache")
+    digest = store.put_bytes(b"the layer's bytes")
+    path = store.path(digest)
+    path.write_bytes(b"a corrupt copy")
+    stream_digest = cache_module._stream_digest
+
+    def read_then_good_copy_renamed_in(handle):
+        seen = stream_digest(handle)
+        good = tmp_path / "good"
+        good.write_bytes(b"the layer's bytes")
+        os.replace(good, path)
+        return seen
+
+    monkeypatch.setattr(cache_module, "_stream_digest", read_then_good_copy_renamed_in)
+    found = BlobStore(tmp_path / "cache").verified_path(digest)
+
+    assert found == path
+    assert path.read_bytes() == b"the layer's bytes"
