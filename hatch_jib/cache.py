@@ -252,9 +252,11 @@ class BlobStore:
         with cache_in_use(self.root, exclusive=True, timeout=wait):
             report = _prune_blobs(self, older_than=older_than, max_size=max_size, now=now)
 
-            # Temp files of builds that died, and the records and local dependencies' wheels
-            # nobody used for as long (by access time, which relatime moves about daily).
-            _remove_old_files(self.tmp_dir, cutoff=now - _STALE_TEMP_SECONDS)
+            # Temp files: every build holds the cache shared while it runs, so under this
+            # exclusive hold they are all left by builds that died (a SIGKILL mid-layer can
+            # leave hundreds of MB). Then the records and local dependencies' wheels nobody
+            # used for as long (by access time, which relatime moves about daily).
+            _remove_old_files(self.tmp_dir, cutoff=float("inf"))
             if older_than is not None:
                 for kind in (*RECORD_KINDS, LOCAL_WHEELS):
                     _remove_old_files(self.root / kind, cutoff=now - older_than, by_use=True)
@@ -296,7 +298,6 @@ RECORD_KINDS = (
 )
 # Wheels built from local dependencies, under their digest (see python/local.py).
 LOCAL_WHEELS = "local-wheels"
-_STALE_TEMP_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)

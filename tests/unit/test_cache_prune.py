@@ -75,6 +75,16 @@ def test_prune_proceeds_once_the_build_releases_the_cache(store):
     assert [blob.digest for blob in report.removed] == [digest]
 
 
+def test_prune_removes_what_a_killed_build_left_in_the_temp_directory(store):
+    left = store.tmp_dir / "blob-abc123"
+    left.write_bytes(b"half a layer")
+
+    store.prune(older_than=None, max_size=None, now=NOW)
+
+    assert not left.exists()
+    assert store.tmp_dir.is_dir()
+
+
 def test_a_build_waiting_for_a_prune_says_so(store, caplog):
     caplog.set_level("INFO")
     held = threading.Event()
