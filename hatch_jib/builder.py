@@ -43,14 +43,24 @@ class JibBuilder(BuilderInterface):
     ) -> Generator[str, None, None]:
         """Hatchling's build, after checking the versions (`-t jib:tarr`) ourselves: hatchling
         raises a ValueError for an unknown one, which hatch shows as a traceback."""
-        unknown = sorted(set(versions or self.config.versions) - set(self.get_version_api()))
+        outputs = "the outputs are registry, tar, oci and docker"
+        where = "`hatch build -t jib:...`"
+        try:
+            if not versions:
+                where = "`tool.hatch.build.targets.jib.versions`"
+                versions = self.config.versions
+            unknown = sorted(set(versions) - set(self.get_version_api()))
+        except (TypeError, ValueError) as error:  # hatchling's own check of that key
+            hint = f'{outputs}: write versions = ["tar"] or ["registry", "tar"]'
+            failure = ConfigError(f"{where}: {error}", hint=hint)
+            raise SystemExit(report_failure(failure, debug=False)) from None
         if unknown:
-            error = ConfigError(
-                f"Unknown jib output {', '.join(map(repr, unknown))} in `hatch build -t jib:...`",
-                hint="the outputs are registry, tar, oci and docker: -t jib:tar, "
-                "-t jib:registry,tar; plain -t jib pushes, or writes a tar without to.image",
+            failure = ConfigError(
+                f"Unknown jib output {', '.join(map(repr, unknown))} in {where}",
+                hint=f"{outputs}: -t jib:tar, -t jib:registry,tar; plain -t jib pushes, or "
+                "writes a tar without to.image",
             )
-            raise SystemExit(report_failure(error, debug=False))
+            raise SystemExit(report_failure(failure, debug=False))
         yield from super().build(directory=directory, versions=versions, **options)
 
     def get_default_versions(self) -> list[str]:

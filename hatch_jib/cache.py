@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -32,6 +33,7 @@ __all__ = [
     "file_digest",
     "file_type_name",
     "open_regular_file",
+    "record_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -193,7 +195,10 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return None
-        return json.loads(payload)
+        try:
+            return json.loads(payload)
+        except (ValueError, RecursionError):
+            return None  # the checksum holds, so whoever wrote it wrote it so: not ours
 
     def load_record(self, kind: str, key: str, parse: Callable[[Any], _T]) -> _T | None:
         """The record made into objects by `parse`; None, with a warning, if it has another
@@ -203,10 +208,11 @@ class BlobStore:
             return None
         try:
             return parse(value)
-        except (TypeError, KeyError, ValueError, AttributeError) as error:
+        except (TypeError, KeyError, ValueError, AttributeError, OverflowError) as error:
             log.warning(
-                "cache: ignoring a %s record of another shape (%s: %s)",
+                "cache: ignoring the %s record %s: it has another shape (%s: %s)",
                 kind,
+                self._record_path(kind, key),
                 type(error).__name__,
                 error,
             )
@@ -404,6 +410,24 @@ def _remove_old_files(directory: Path, *, cutoff: float, by_use: bool = False) -
         if path.is_dir() and not path.is_symlink():
             with contextlib.suppress(OSError):
                 path.rmdir()  # only if empty
+
+
+_FIELD_TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool, "None": type(None)}
+
+
+def record_of(cls: type[_T], record: dict[str, Any]) -> _T:
+    """`cls(**record)` for a dataclass whose fields are str, int, bool or None, each value
+    checked against its field's type (TypeError if not): a record loaded from the cache
+    may be of another version's shape."""
+    made = cls(**record)
+    for item in dataclasses.fields(made):  # type: ignore[arg-type]
+        names = [name.strip() for name in str(item.type).split("|")]
+        types = tuple(_FIELD_TYPES[name] for name in names if name in _FIELD_TYPES)
+        value = getattr(made, item.name)
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if len(types) == len(names) and (not isinstance(value, types) or wrong_bool):
+            raise TypeError(f"{item.name} is {value!r}, not {item.type}")
+    return made
 
 
 def file_digest(path: Path) -> str:

@@ -284,9 +284,11 @@ def _with_source(error: ConfigError, sources: Mapping[str, str]) -> ConfigError:
 def _check_shape(value: Any, schema: Any, path: str) -> None:
     if isinstance(schema, dict):
         if not isinstance(value, dict):
+            array, _, _ = path.rpartition("[")
+            section = f"[[{array}]]" if path.endswith("]") else f"[{path}]"
             raise ConfigError(
                 f"Field `{path}` must be a table",
-                hint=f"write it as a [{path}] section or an inline table {{ key = value }}",
+                hint=f"write it under a {section} header, or as an inline table {{ key = ... }}",
             )
         for key, item in value.items():
             if key not in schema:

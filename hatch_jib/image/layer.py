@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
 from hatch_jib import cancel
-from hatch_jib.cache import BlobStore, ContentHashes, open_regular_file
+from hatch_jib.cache import BlobStore, ContentHashes, open_regular_file, record_of
 from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import check_digest
 
@@ -29,6 +29,8 @@ __all__ = [
     "LayerSpec",
     "ParallelGzip",
     "build_layer",
+    "is_stored",
+    "recorded_layer",
     "tar_header",
 ]
 
@@ -115,15 +117,28 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     # Threads asking for the same layer (platforms of one build) wait for the first to write
     # it, then reuse it; different layers are written side by side.
     with _selector_lock(store, key):
-        reused = store.load_record("selectors", key, partial(_recorded_layer, spec.name))
-        if reused is not None and store.verified_path(reused.digest) is not None:
+        reused = store.load_record("selectors", key, partial(recorded_layer, spec.name))
+        if reused is not None and is_stored(reused, store):
             return reused
         return _write_layer(spec.name, entries, rows, key, store, mtime, hashes)
 
 
-def _recorded_layer(name: str, record: dict[str, Any]) -> BuiltLayer:
-    digest, diff_id = check_digest(record["digest"]), check_digest(record["diff_id"])
-    return BuiltLayer(name, digest, diff_id, int(record["size"]), reused=True)
+def recorded_layer(name: str, record: dict[str, Any]) -> BuiltLayer:
+    """A layer remembered in a record (`digest`, `diff_id`, `size`), as reused; TypeError or
+    ValueError if the record is of another shape."""
+    fields = {key: record[key] for key in ("digest", "diff_id", "size")}
+    layer = record_of(BuiltLayer, {"name": name, **fields, "reused": True})
+    check_digest(layer.digest)
+    check_digest(layer.diff_id)
+    if layer.size < 0:
+        raise ValueError(f"size {layer.size} is negative")
+    return layer
+
+
+def is_stored(layer: BuiltLayer, store: BlobStore) -> bool:
+    """Whether the layer's blob is in the store, intact and of the size its record says."""
+    path = store.verified_path(layer.digest)
+    return path is not None and path.stat().st_size == layer.size
 
 
 _SELECTOR_LOCKS: dict[tuple[str, str], threading.Lock] = {}

@@ -91,7 +91,7 @@ def _push_blob(
         progress.publish(progress.BlobEvent(digest, state, name, size))
 
     # The config is a blob too, but calling it a layer would mislead.
-    what = "Config" if name == "config" else f"Layer {name:<12}"
+    what = f"{'Config':<18}" if name == "config" else f"Layer {name:<12}"
 
     report("checking")
     if client.blob_exists(digest) is not None:

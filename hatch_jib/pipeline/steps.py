@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from hatch_jib import cancel
-from hatch_jib.cache import BlobStore, ContentHashes, file_digest
+from hatch_jib.cache import BlobStore, ContentHashes, file_digest, record_of
 from hatch_jib.config import Auth, JibConfig
 from hatch_jib.errors import BuildError, ConfigError
 from hatch_jib.image.config import ContainerSettings, build_image_config
@@ -39,7 +39,7 @@ from hatch_jib.image.descriptor import (
 )
 from hatch_jib.image.image import Image, ImageIndex, ImageLayer
 from hatch_jib.image.layer import FORMAT_VERSION as LAYER_FORMAT
-from hatch_jib.image.layer import BuiltLayer, LayerSpec, build_layer
+from hatch_jib.image.layer import BuiltLayer, LayerSpec, build_layer, is_stored, recorded_layer
 from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest, serialize
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
@@ -409,7 +409,7 @@ def detect_target_profile(
     from hatch_jib import __version__
 
     key = json.dumps([_TARGET_FORMAT, __version__, base.manifest_digest, repr(overrides)])
-    cached = store.load_record("targets", key, lambda record: TargetProfile(**record))
+    cached = store.load_record("targets", key, lambda record: record_of(TargetProfile, record))
     if cached is not None:
         log.info("Target: %s (cached)", cached.describe())
         return cached
@@ -830,17 +830,13 @@ def _wheel_identity(wheel: ResolvedWheel) -> str:
 def _reuse_layers(store: BlobStore, key: str) -> tuple[BuiltLayer, ...] | None:
     """The layers recorded for `key`, if every blob is still in the cache and intact."""
     layers = store.load_record("installed-layers", key, _recorded_layers)
-    if layers is None or any(store.verified_path(layer.digest) is None for layer in layers):
+    if layers is None or not all(is_stored(layer, store) for layer in layers):
         return None
     return layers
 
 
 def _recorded_layers(record: dict[str, Any]) -> tuple[BuiltLayer, ...]:
-    layers = tuple(BuiltLayer(**{**item, "reused": True}) for item in record["layers"])
-    for layer in layers:
-        check_digest(layer.digest)
-        check_digest(layer.diff_id)
-    return layers
+    return tuple(recorded_layer(item["name"], item) for item in record["layers"])
 
 
 def _build_and_remember(

@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 import httpx
 
 from hatch_jib import cancel
-from hatch_jib.cache import BlobStore, BlobWriter, file_digest
+from hatch_jib.cache import BlobStore, BlobWriter, file_digest, record_of
 from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch
 from hatch_jib.python.target import TargetProfile
@@ -107,7 +107,7 @@ def resolve(
     cwd = project_root or Path.cwd()
     key = _record_key(requirements, target, platform, [*options, *_uv_settings(cwd, os.environ)])
     cached = store.load_record(
-        _RECORD_KIND, key, lambda record: [ResolvedWheel(**wheel) for wheel in record["wheels"]]
+        _RECORD_KIND, key, lambda record: [record_of(ResolvedWheel, w) for w in record["wheels"]]
     )
     if cached is not None:
         # A local wheel rebuilt in place keeps its URL: its old hash would fetch the old blob.

@@ -325,7 +325,10 @@ class Transport:
             )
         elif _caused_by(error, socket.gaierror):
             host = self.registry.rsplit(":", 1)[0] if "]" not in self.registry else self.registry
-            hint = f"the host name {host} does not resolve: check the image reference's registry"
+            hint = (
+                f"a host name did not resolve ({host}, or a proxy's): check the registry in the"
+                " image reference, and this machine's DNS and proxy settings"
+            )
         else:
             # Plain HTTP is already allowed for loopback and listed hosts: only ask if it runs.
             hint = "is it running?" if self.plain_http_allowed else _INSECURE_HINT

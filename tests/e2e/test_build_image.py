@@ -157,6 +157,20 @@ def test_unknown_jib_output_is_a_two_line_error_not_a_traceback(tmp_path, base_i
     assert "hint: the outputs are registry, tar, oci and docker" in built.stderr
 
 
+def test_unknown_jib_output_in_the_hatch_config_is_a_clean_error(tmp_path, base_image, jib_cache):
+    project = copy_project("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text() + '\n[tool.hatch.build.targets.jib]\nversions = ["tarr"]\n'
+    )
+
+    built = hatch_build(project, {"JIB_FROM_IMAGE": base_image})
+
+    assert built.returncode == 2
+    assert "Traceback" not in built.stderr
+    assert "error: `tool.hatch.build.targets.jib.versions`: Unknown versions" in built.stderr
+
+
 @pytest.mark.parametrize("mode", ["htpasswd", "token"])
 def test_push_with_credentials_from_the_environment(tmp_path, base_image, jib_cache, mode):
     project = copy_project("hello-cli", tmp_path)

@@ -306,7 +306,7 @@ def test_registry_host_that_does_not_resolve_is_named_as_such(tmp_path, registry
     assert_clean_failure(
         done,
         exit_code=1,
-        culprits=("registry.invalid:5000", "the host name registry.invalid does not resolve"),
+        culprits=("registry.invalid:5000", "a host name did not resolve (registry.invalid"),
         project=project,
     )
 

@@ -368,7 +368,8 @@ def test_registry_whose_name_does_not_resolve_is_named_as_a_dns_failure() -> Non
 
     assert caught.value.code == "UNREACHABLE"
     assert caught.value.hint == (
-        "the host name registry.invalid does not resolve: check the image reference's registry"
+        "a host name did not resolve (registry.invalid, or a proxy's): check the registry in"
+        " the image reference, and this machine's DNS and proxy settings"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 
@@ -15,6 +16,7 @@ from hatch_jib.image.layer import LayerEntry, LayerSpec, build_layer
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import parse_reference
 from hatch_jib.pipeline.steps import pull_base_image
+from hatch_jib.python.target import TargetProfile
 
 
 def _spec(root, text="VALUE = 1\n"):
@@ -171,7 +173,8 @@ def test_record_of_another_shape_loads_as_none_with_a_warning(tmp_path, caplog):
     loaded = store.load_record("targets", "key", lambda record: record["python_version"])
 
     assert loaded is None
-    assert "cache: ignoring a targets record of another shape (TypeError" in caplog.text
+    assert "cache: ignoring the targets record " in caplog.text
+    assert "it has another shape (TypeError" in caplog.text
 
 
 def test_a_good_copy_renamed_in_while_a_corrupt_one_is_read_is_kept(tmp_path, monkeypatch):
@@ -193,3 +196,45 @@ def test_a_good_copy_renamed_in_while_a_corrupt_one_is_read_is_kept(tmp_path, mo
 
     assert found == path
     assert path.read_bytes() == b"the layer's bytes"
+
+
+def _write_raw_record(store: BlobStore, kind: str, key: str, payload: bytes) -> None:
+    path = store._record_path(kind, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+
+
+def test_record_with_a_good_checksum_but_no_json_reads_as_none(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    _write_raw_record(store, "targets", "key", b"not json")
+
+    assert store.read_record("targets", "key") is None
+
+
+def test_record_values_of_the_wrong_type_load_as_none(tmp_path, caplog):
+    store = BlobStore(tmp_path / "cache")
+    store.write_record("targets", "key", {"python_version": 311, "interpreter": "/usr/bin/py"})
+
+    loaded = store.load_record(
+        "targets", "key", lambda record: cache_module.record_of(TargetProfile, record)
+    )
+
+    assert loaded is None
+    assert "python_version is 311, not str" in caplog.text
+
+
+@pytest.mark.parametrize("size", [-1, 1, "12", 1.5])
+def test_a_selector_that_misstates_its_layer_size_is_not_reused(tmp_path, size):
+    store = BlobStore(tmp_path / "cache")
+    spec = _spec(tmp_path / "src")
+    first = build_layer(spec, store)
+    [path] = (store.root / "selectors").rglob("*.json")
+    record = json.loads(path.read_bytes().rpartition(b"\n")[0])
+    record["size"] = first.size + size if size == 1 else size
+    payload = json.dumps(record).encode()
+    path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+
+    again = build_layer(spec, BlobStore(tmp_path / "cache"))
+
+    assert not again.reused
+    assert (again.digest, again.size) == (first.digest, first.size)
