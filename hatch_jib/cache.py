@@ -496,11 +496,11 @@ class ContentHashes:
         # A file seen before needs its stat only; a new or changed one is opened once, for
         # its stat and its bytes together.
         known = self._known.get(name)
-        if isinstance(known, list) and known:
+        if isinstance(known, list) and known and _is_sha256_hex(known[-1]):
             info = os.stat(name)
             if known[:-1] == _stamp(info):
-                self._remember(name, info, str(known[-1]))
-                return info.st_mode, str(known[-1])
+                self._remember(name, info, known[-1])
+                return info.st_mode, known[-1]
         budget = min(_KEEP_FILE, self._keep_total - self._kept_size)
         info, content, data = _read_file(name, budget)
         if data is not None and budget >= 0:
@@ -518,6 +518,13 @@ class ContentHashes:
         """Keep only this build's files, so the record stays the size of one file set."""
         if self._seen != self._known:
             self._store.write_record("content-hashes", self._key, self._seen)
+
+
+def _is_sha256_hex(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in _HEX for c in value)
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def _stamp(info: os.stat_result) -> list[int]:

@@ -411,10 +411,13 @@ def test_damaged_content_hashes_record_is_read_as_none(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "cache")
     source = tmp_path / "file.txt"
     source.write_text("bytes\n")
+    info = source.stat()
+    stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
     store.write_record("content-hashes", "test", [1, 2])
     store.write_record("content-hashes", "other", {str(source): 5})
+    store.write_record("content-hashes", "short", {str(source): [*stamp, info.st_mode, "5"]})
 
-    for name in ("test", "other"):
+    for name in ("test", "other", "short"):
         assert ContentHashes(store, name).sha256(source) == hashlib.sha256(b"bytes\n").hexdigest()
 
 
