@@ -795,7 +795,12 @@ def effective_config(config: JibConfig) -> tuple[ConfigEntry, ...]:
             value = _MASK
         elif isinstance(value, dict):
             value = {k: _MASK if re.search(_SECRET_NAME, k) else v for k, v in value.items()}
-        entries.append(ConfigEntry(path, value, config.sources.get(path, "default")))
+        source = config.sources.get(path, "default")
+        if path == "to.tags" and config.to.image is not None and config.to.image.tag:
+            # The first tag is the one written in to.image: name where that came from.
+            image = f"to.image's tag ({config.sources.get('to.image', 'default')})"
+            source = image if source == "default" else f"{image} and {source}"
+        entries.append(ConfigEntry(path, value, source))
     return tuple(entries)
 
 

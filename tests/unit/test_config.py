@@ -33,6 +33,16 @@ def test_environment_configures_a_project_without_a_jib_table():
     assert config.to.tags == ("2.0", "latest")
 
 
+def test_print_config_says_a_tag_came_from_to_image():
+    environ = {"JIB_TO_IMAGE": "localhost:5000/app:v1"}
+
+    config = load_config({**BASE, "to": {"tags": ["latest"]}}, project_root=ROOT, environ=environ)
+    entries = {entry.key: entry for entry in effective_config(config)}
+
+    assert entries["to.tags"].value == ["v1", "latest"]
+    assert entries["to.tags"].source == "to.image's tag (env JIB_TO_IMAGE) and pyproject.toml"
+
+
 @pytest.mark.parametrize(
     ("image", "tags", "pushed"),
     [
