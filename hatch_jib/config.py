@@ -518,12 +518,26 @@ def _auth(raw: dict[str, Any] | None, path: str, sources: dict[str, str], side: 
             f"`{path}` needs both username and password",
             hint=f"set both in pyproject.toml, or {prefix}_USERNAME and {prefix}_PASSWORD",
         )
-    source = sources.get(f"{side}.auth.username", "pyproject.toml")
-    label = f"{source} ({path}.username)" if source == "pyproject.toml" else source
-    if source.startswith("env "):
+    return Auth(raw["username"], raw["password"], source=_auth_source(path, sources, side))
+
+
+def _auth_source(path: str, sources: dict[str, str], side: str) -> str:
+    """Where the username and password came from, for logs and hints; never the values."""
+    found = [sources.get(f"{side}.auth.{field}", "pyproject.toml") for field in _AUTH_FIELDS]
+    if all(source.startswith("env ") for source in found):
         prefix = env_var_for(f"{side}.auth")
-        label = f"{prefix}_USERNAME/{prefix}_PASSWORD"
-    return Auth(raw["username"], raw["password"], source=label)
+        return f"{prefix}_USERNAME/{prefix}_PASSWORD"
+    if found[0] == found[1]:
+        return f"{found[0]} ({path}.username)"
+    # One here, one there: name both, so that a hint does not ask to set what is set.
+    labels = [
+        source.removeprefix("env ") if source.startswith("env ") else f"{source} ({path}.{field})"
+        for source, field in zip(found, _AUTH_FIELDS, strict=True)
+    ]
+    return " and ".join(labels)
+
+
+_AUTH_FIELDS = ("username", "password")
 
 
 def _tags(

@@ -99,12 +99,15 @@ def unauthorized_hint(
             f"no credentials were found for {registry}: set {variables},"
             f" or run `docker login {registry}`"
         )
-    if credential.source.startswith(env_prefix):
+    if credential.source == f"{env_prefix}_USERNAME/{env_prefix}_PASSWORD":
         # They are set already: telling the user to set them would send them in a circle.
         return (
             f"the credentials from {credential.source} were refused: check their values,"
             f" or unset them and run `docker login {registry}`"
         )
+    if env_prefix in credential.source or "pyproject.toml" in credential.source:
+        # Configured credentials come before `docker login` and helpers, so only they can help.
+        return f"the credentials from {credential.source} were refused: check their values"
     return (
         f"the credentials from {credential.source} were refused: check them, set"
         f" {variables}, or run `docker login {registry}`"

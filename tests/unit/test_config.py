@@ -14,6 +14,8 @@ from hatch_jib.config import (
     schema_keys,
 )
 from hatch_jib.errors import ConfigError
+from hatch_jib.registry import Credential
+from hatch_jib.registry.auth import unauthorized_hint
 
 ROOT = Path("/project")
 BASE = {"from": {"image": "python:3.12-slim"}}
@@ -83,6 +85,23 @@ def test_auth_from_environment_records_its_source_but_not_the_password_in_repr()
     assert config.to.auth is not None
     assert config.to.auth.source == "JIB_TO_AUTH_USERNAME/JIB_TO_AUTH_PASSWORD"
     assert "s3cret-value" not in repr(config)
+
+
+def test_auth_from_two_places_names_both():
+    table = {**BASE, "to": {"auth": {"username": "ci"}}}
+    environ = {"JIB_TO_AUTH_PASSWORD": "s3cret-value"}
+
+    config = load_config(table, project_root=ROOT, environ=environ)
+
+    assert config.to.auth is not None
+    assert config.to.auth.source == (
+        "pyproject.toml (tool.jib.to.auth.username) and JIB_TO_AUTH_PASSWORD"
+    )
+    credential = Credential("ci", "s3cret-value", source=config.to.auth.source)
+    assert unauthorized_hint("reg.io", credential) == (
+        "the credentials from pyproject.toml (tool.jib.to.auth.username) and"
+        " JIB_TO_AUTH_PASSWORD were refused: check their values"
+    )
 
 
 def test_empty_tags_mean_latest():
