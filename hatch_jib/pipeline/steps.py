@@ -280,7 +280,7 @@ def _cached_manifest(
         digest = store.load_record("tags", tag_key, lambda record: check_digest(record["digest"]))
     media_type = None
     if digest:
-        media_type = store.load_record("manifests", digest, lambda record: record["media_type"])
+        media_type = store.load_record("manifests", digest, lambda rec: str(rec["media_type"]))
     path = store.verified_path(digest) if digest and media_type else None
     if digest is None or media_type is None or path is None:
         separator = "@" if identifier.startswith("sha256:") else ":"
@@ -292,7 +292,7 @@ def _cached_manifest(
             "or turn off `offline`",
         )
     log.info("Base manifest %s from the cache (offline)", digest)
-    return PulledManifest(path.read_bytes(), str(media_type), digest)
+    return PulledManifest(path.read_bytes(), media_type, digest)
 
 
 def _fetch_blob(

@@ -324,10 +324,9 @@ class Transport:
                 " bundle, or add the host to allow-insecure-registries"
             )
         elif _caused_by(error, socket.gaierror):
-            host = self.registry.rsplit(":", 1)[0] if "]" not in self.registry else self.registry
             hint = (
-                f"a host name did not resolve ({host}, or a proxy's): check the registry in the"
-                " image reference, and this machine's DNS and proxy settings"
+                f"a host name did not resolve ({_hostname(self.registry)}, or a proxy's): check"
+                " the registry in the image reference, and this machine's DNS and proxy settings"
             )
         else:
             # Plain HTTP is already allowed for loopback and listed hosts: only ask if it runs.

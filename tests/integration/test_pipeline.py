@@ -19,7 +19,6 @@ import pytest
 
 from hatch_jib import cancel, progress
 from hatch_jib.build import build_project
-from hatch_jib.cache import BlobStore
 from hatch_jib.errors import BuildError
 from hatch_jib.pipeline import steps
 from tests.support.multiarch_base import push_multiarch_base
@@ -64,6 +63,16 @@ def blob_in_cache(cache: Path, digest: str) -> Path:
     return cache / "blobs" / "sha256" / digest.removeprefix("sha256:")
 
 
+def cold_tar_build(tmp_path: Path, base_image: str) -> tuple[Path, Path, dict[str, str], str]:
+    """A tar build of the fixture on a fresh cache: the cache, project, env and digest."""
+    cache = tmp_path / "cache"
+    project = project_copy(tmp_path)
+    env = cli_env(cache, base_image)
+    cold = jib(project, "--tar", env=env)
+    assert cold.returncode == 0, cold.stderr
+    return cache, project, env, (project / "dist" / "jib-image.digest").read_text()
+
+
 def test_two_builds_at_once_on_one_cache_both_succeed(tmp_path, registry, base_image):
     cache = tmp_path / "cache"
     env = cli_env(cache, base_image)
@@ -91,11 +100,7 @@ def test_two_builds_at_once_on_one_cache_both_succeed(tmp_path, registry, base_i
 
 
 def test_corrupt_cached_blobs_are_evicted_rebuilt_and_never_pushed(tmp_path, base_image):
-    cache = tmp_path / "cache"
-    project = project_copy(tmp_path)
-    env = cli_env(cache, base_image)
-    warm = jib(project, "--tar", env=env)
-    assert warm.returncode == 0, warm.stderr
+    cache, project, env, _ = cold_tar_build(tmp_path, base_image)
     layers = layers_of(project)
     base_blob = blob_in_cache(cache, layers["base"]["digest"])
     code_blob = blob_in_cache(cache, layers["code"]["digest"])
@@ -133,12 +138,7 @@ def test_offline_tar_build_works_from_a_warm_cache(tmp_path, base_image):
 
 
 def test_damaged_layer_records_are_dropped_with_a_warning_not_pushed(tmp_path, base_image):
-    cache = tmp_path / "cache"
-    project = project_copy(tmp_path)
-    env = cli_env(cache, base_image)
-    cold = jib(project, "--tar", env=env)
-    assert cold.returncode == 0, cold.stderr
-    digest = (project / "dist" / "jib-image.digest").read_text()
+    cache, project, env, digest = cold_tar_build(tmp_path, base_image)
 
     # One flipped hex digit in each recorded diff_id: valid JSON, a wrong checksum.
     records = [*(cache / "installed-layers").rglob("*.json"), *(cache / "selectors").rglob("*")]
@@ -155,20 +155,14 @@ def test_damaged_layer_records_are_dropped_with_a_warning_not_pushed(tmp_path, b
 
 @pytest.mark.parametrize("kind", ["targets", "resolutions", "installed-layers", "selectors"])
 def test_a_record_of_another_shape_is_ignored_with_a_warning(tmp_path, base_image, kind):
-    cache = tmp_path / "cache"
-    project = project_copy(tmp_path)
-    env = cli_env(cache, base_image)
-    cold = jib(project, "--tar", env=env)
-    assert cold.returncode == 0, cold.stderr
-    digest = (project / "dist" / "jib-image.digest").read_text()
+    cache, project, env, digest = cold_tar_build(tmp_path, base_image)
 
     # Written as the store writes, checksum and all, as another hatch-jib might have.
-    store = BlobStore(cache)
     for path in (cache / kind).rglob("*.json"):
         payload = json.dumps({"x": 1}).encode()
         path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
     if kind == "selectors":
-        shutil.rmtree(store.root / "installed-layers")  # so that the selectors are read
+        shutil.rmtree(cache / "installed-layers")  # so that the selectors are read
     again = jib(project, "--tar", env=env)
 
     assert again.returncode == 0, again.stderr

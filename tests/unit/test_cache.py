@@ -198,15 +198,15 @@ def test_a_good_copy_renamed_in_while_a_corrupt_one_is_read_is_kept(tmp_path, mo
     assert path.read_bytes() == b"the layer's bytes"
 
 
-def _write_raw_record(store: BlobStore, kind: str, key: str, payload: bytes) -> None:
-    path = store._record_path(kind, key)
+def _write_checksummed(path, payload: bytes) -> None:
+    """A record file as the store writes it, with whatever payload."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
 
 
 def test_record_with_a_good_checksum_but_no_json_reads_as_none(tmp_path):
     store = BlobStore(tmp_path / "cache")
-    _write_raw_record(store, "targets", "key", b"not json")
+    _write_checksummed(store._record_path("targets", "key"), b"not json")
 
     assert store.read_record("targets", "key") is None
 
@@ -231,8 +231,7 @@ def test_a_selector_that_misstates_its_layer_size_is_not_reused(tmp_path, size):
     [path] = (store.root / "selectors").rglob("*.json")
     record = json.loads(path.read_bytes().rpartition(b"\n")[0])
     record["size"] = first.size + size if size == 1 else size
-    payload = json.dumps(record).encode()
-    path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+    _write_checksummed(path, json.dumps(record).encode())
 
     again = build_layer(spec, BlobStore(tmp_path / "cache"))
 

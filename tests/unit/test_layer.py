@@ -189,6 +189,25 @@ def test_a_source_that_is_gone_is_named_in_a_build_error(tmp_path):
         build_layer(spec, BlobStore(tmp_path / "cache"))
 
 
+def _failure_within(seconds: float, spec: LayerSpec, store: BlobStore) -> BaseException:
+    """What `build_layer` raised, on a thread of its own: reading a FIFO would wait for a
+    writer and /dev/zero never ends, so the wait is bounded."""
+    outcome: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            build_layer(spec, store)
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert not worker.is_alive(), f"build_layer still running after {seconds}s"
+    [error] = outcome
+    return error
+
+
 @pytest.mark.parametrize(
     ("make", "kind"),
     [(os.mkfifo, "a FIFO"), (lambda path: os.symlink("/dev/zero", path), "a character device")],
@@ -198,21 +217,9 @@ def test_a_source_that_is_not_a_regular_file_is_refused_without_waiting_on_it(tm
     source = tmp_path / "special"
     make(source)
     spec = LayerSpec("code", (LayerEntry.file("app/special", source),))
-    outcome: list[BaseException] = []
 
-    def build() -> None:
-        try:
-            build_layer(spec, BlobStore(tmp_path / "cache"))
-        except BaseException as error:
-            outcome.append(error)
+    error = _failure_within(20, spec, BlobStore(tmp_path / "cache"))
 
-    # Reading a FIFO would wait for a writer and /dev/zero never ends: bound the wait.
-    worker = threading.Thread(target=build, daemon=True)
-    worker.start()
-    worker.join(timeout=20)
-
-    assert not worker.is_alive()
-    [error] = outcome
     assert isinstance(error, BuildError)
     assert f"{kind}, not a regular file" in str(error)
 
@@ -229,20 +236,9 @@ def test_a_large_source_swapped_for_a_fifo_before_it_streams_is_refused(tmp_path
         return make_key(*args)
 
     monkeypatch.setattr(layer_module, "_selector_key", swap_then_make_key)
-    outcome: list[BaseException] = []
 
-    def build() -> None:
-        try:
-            build_layer(spec, BlobStore(tmp_path / "cache"))
-        except BaseException as error:
-            outcome.append(error)
+    error = _failure_within(20, spec, BlobStore(tmp_path / "cache"))
 
-    worker = threading.Thread(target=build, daemon=True)
-    worker.start()
-    worker.join(timeout=20)
-
-    assert not worker.is_alive()
-    [error] = outcome
     assert "it is a FIFO, not a regular file" in str(error)
 
 
