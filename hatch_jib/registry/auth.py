@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import httpx
 
 from hatch_jib.errors import RegistryError
-from hatch_jib.registry.credentials import Credential
+from hatch_jib.registry.credentials import HELPER_SOURCE, Credential
 from hatch_jib.registry.transport import Transport, is_loopback
 
 __all__ = [
@@ -108,6 +108,12 @@ def unauthorized_hint(
     if env_prefix in credential.source or "pyproject.toml" in credential.source:
         # Configured credentials come before `docker login` and helpers, so only they can help.
         return f"the credentials from {credential.source} were refused: check their values"
+    if credential.source.startswith(HELPER_SOURCE):
+        # The helper named by `cred-helper` comes before `docker login`, so that cannot help.
+        return (
+            f"the credentials from {credential.source} were refused: log in again with the"
+            f" helper, or set {variables}, which come before it"
+        )
     return (
         f"the credentials from {credential.source} were refused: check them, set"
         f" {variables}, or run `docker login {registry}`"

@@ -23,6 +23,7 @@ from typing import Any
 from hatch_jib.errors import ConfigError
 
 __all__ = [
+    "HELPER_SOURCE",
     "IDENTITY_TOKEN_USERNAME",
     "Credential",
     "find_credential",
@@ -52,6 +53,11 @@ class Credential:
     def is_identity_token(self) -> bool:
         """The password is an OAuth2 refresh token, not a password."""
         return self.username == IDENTITY_TOKEN_USERNAME
+
+
+# How a credential from the `cred-helper` a user named is labelled; the Docker config's
+# helpers are labelled by the config instead.
+HELPER_SOURCE = "credential helper "
 
 
 def find_credential(
@@ -149,7 +155,7 @@ def _from_helper(
     for key in _helper_queries(registry):
         pair = run_credential_helper(helper, key, environ)
         if pair is not None:
-            return Credential(pair[0], pair[1], source=f"credential helper {_helper_name(helper)}")
+            return Credential(pair[0], pair[1], source=f"{HELPER_SOURCE}{_helper_name(helper)}")
     if required:
         log.info("%s: credential helper %s has no credentials", registry, _helper_name(helper))
     return None

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hatch_jib.errors import ConfigError
+from hatch_jib.registry.auth import unauthorized_hint
 from hatch_jib.registry.credentials import Credential, find_credential
 
 # A docker-credential helper: answers from a JSON file of {server: [user, secret]} and logs
@@ -163,6 +164,27 @@ def test_named_cred_helper_is_used_before_the_docker_config(tmp_path: Path, home
     found = find_credential("reg.example", environ=env, cred_helper="test")
 
     assert found is not None and found.username == "named"
+
+
+def test_refused_named_helper_credentials_get_no_docker_login_hint(
+    tmp_path: Path, home: Path
+) -> None:
+    install_helper(tmp_path, "test", {"reg.example": ["named", "pw"]})
+    env = environ_for(tmp_path, home, {})
+    named = find_credential("reg.example", environ=env, cred_helper="test")
+    install_helper(tmp_path, "other", {"reg.example": ["stored", "pw"]})
+    env = environ_for(tmp_path, home, {"credHelpers": {"reg.example": "other"}})
+    from_config = find_credential("reg.example", environ=env)
+
+    assert named is not None and from_config is not None
+    # `docker login` cannot replace what the named helper answers, but it does store into
+    # the Docker config's own helper.
+    assert unauthorized_hint("reg.example", named) == (
+        "the credentials from credential helper docker-credential-test were refused: log in"
+        " again with the helper, or set JIB_TO_AUTH_USERNAME and JIB_TO_AUTH_PASSWORD,"
+        " which come before it"
+    )
+    assert "docker login reg.example" in unauthorized_hint("reg.example", from_config)
 
 
 def test_missing_helper_program_is_a_config_error(tmp_path: Path, home: Path) -> None:
