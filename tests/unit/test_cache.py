@@ -75,6 +75,23 @@ def test_file_changed_just_now_is_never_trusted_by_its_stat(tmp_path, counted_ha
     assert counted_hashing == [str(tmp_path / "src" / "mod.py")]
 
 
+@pytest.mark.parametrize("growth", [1, 5000, 3 << 20])
+def test_a_file_that_grew_after_its_stat_is_hashed_and_kept_whole(tmp_path, monkeypatch, growth):
+    source = tmp_path / "growing.txt"
+    source.write_bytes(b"first part")
+    before = os.stat(source)
+    with open(source, "ab") as handle:
+        handle.write(b"x" * growth)
+    real_open = cache_module.open_regular_file
+    monkeypatch.setattr(cache_module, "open_regular_file", lambda p: (real_open(p)[0], before))
+
+    _info, content, data = cache_module._read_file(str(source), 256 * 1024)
+
+    whole = source.read_bytes()
+    assert data == whole
+    assert content == hashlib.sha256(whole).hexdigest()
+
+
 def test_threads_writing_the_same_blob_at_once_all_succeed(tmp_path):
     data = os.urandom(1 << 20)
     expected = "sha256:" + hashlib.sha256(data).hexdigest()
