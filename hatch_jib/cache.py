@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -113,6 +114,14 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         return self.path(check_digest(digest)).is_file()
+
+    def scratch_directory(self) -> tempfile.TemporaryDirectory[str]:
+        """A temporary directory for a build's installs and wheels, removed when it ends.
+
+        It is made in the store's temp directory, not the system's: a build that is killed
+        cannot remove it, and `prune` clears what such builds left there.
+        """
+        return tempfile.TemporaryDirectory(prefix="build-", dir=self.tmp_dir)
 
     def verified_path(self, digest: str) -> Path | None:
         """The blob's path once its bytes are checked; a corrupt blob is evicted."""
@@ -263,10 +272,11 @@ class BlobStore:
             # exclusive hold they are all left by builds that died (a SIGKILL mid-layer can
             # leave hundreds of MB). Then the records and local dependencies' wheels nobody
             # used for as long (by access time, which relatime moves about daily).
-            _remove_old_files(self.tmp_dir, cutoff=float("inf"))
+            leftover = _remove_everything_in(self.tmp_dir)
             if older_than is not None:
                 for kind in (*RECORD_KINDS, LOCAL_WHEELS):
                     _remove_old_files(self.root / kind, cutoff=now - older_than, by_use=True)
+        report = dataclasses.replace(report, leftover_bytes=leftover)
         self._verified.difference_update(blob.digest for blob in report.removed)
         # The CLI prints its own summary; this line is for library callers' logs.
         log.debug(
@@ -321,6 +331,7 @@ class PruneReport:
     removed: tuple[PrunedBlob, ...]
     kept: int
     kept_bytes: int
+    leftover_bytes: int = 0  # temp files and scratch directories of builds that were killed
 
     @property
     def freed_bytes(self) -> int:
@@ -393,6 +404,22 @@ def _prune_blobs(
             store.path(blob.digest).unlink()
         log.debug("cache: removed %s (%d bytes)", blob.digest, blob.size)
     return PruneReport(removed=tuple(removed), kept=len(kept), kept_bytes=total)
+
+
+def _remove_everything_in(directory: Path) -> int:
+    """Remove every file, link and tree in `directory`; the bytes its files held."""
+    held = 0
+    for top, _dirs, files in os.walk(directory):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                held += os.lstat(os.path.join(top, name)).st_size
+    for path in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    return held
 
 
 def _remove_old_files(directory: Path, *, cutoff: float, by_use: bool = False) -> None:

@@ -259,6 +259,11 @@ def _prune(args: argparse.Namespace, debug: bool) -> int:
         f"Removed {len(report.removed)} blob(s), {human_size(report.freed_bytes)}; "
         f"{report.kept} blob(s), {human_size(report.kept_bytes)} left in {root}\n"
     )
+    if report.leftover_bytes:
+        sys.stdout.write(
+            f"Removed {human_size(report.leftover_bytes)} of temporary files that stopped"
+            " builds left\n"
+        )
     return EXIT_OK
 
 

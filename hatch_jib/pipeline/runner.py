@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import logging
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -166,7 +165,7 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
 
     # Exit order matters: the pool's threads finish before the client and scratch go away.
     with contextlib.ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hatch-jib-")))
+        scratch = Path(stack.enter_context(store.scratch_directory()))
         base_client = stack.enter_context(
             steps.connect(
                 base_ref,

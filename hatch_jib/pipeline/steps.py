@@ -12,7 +12,6 @@ import logging
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import zipfile
 import zlib
@@ -468,7 +467,7 @@ def build_application_layers(
         own_layer_size=config.python.layer_threshold,
         spare_layers=MAX_LAYERS - base_layers - len(extras),
     )
-    with tempfile.TemporaryDirectory(prefix="hatch-jib-") as scratch:
+    with store.scratch_directory() as scratch:
         root = Path(scratch) / "root"
         root.mkdir()
         if wheel is None:

@@ -17,7 +17,7 @@ from urllib.request import url2pathname
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import parse_wheel_filename
 
-from hatch_jib.cache import LOCAL_WHEELS
+from hatch_jib.cache import LOCAL_WHEELS, BlobStore
 from hatch_jib.errors import BuildError
 from hatch_jib.python.resolve import uv_binary
 
@@ -47,7 +47,7 @@ def build_local_wheels(
         location, marker = _split_marker(spec)
         # One build at a time: platforms built side by side would otherwise run two build
         # backends in one source tree, and setuptools writes build/ and *.egg-info there.
-        with _BUILDING, tempfile.TemporaryDirectory(prefix="hatch-jib-local-") as scratch:
+        with _BUILDING, BlobStore(cache_root).scratch_directory() as scratch:
             source = _source_path(location, Path(scratch))
             wheel = _uv_build(source, Path(scratch) / "out", spec=spec, offline=offline)
             stored = _keep(wheel, cache_root / LOCAL_WHEELS)

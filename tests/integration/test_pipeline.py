@@ -99,6 +99,41 @@ def test_two_builds_at_once_on_one_cache_both_succeed(tmp_path, registry, base_i
     assert list((cache / "tmp").iterdir()) == []
 
 
+def test_what_a_killed_build_leaves_is_in_the_cache_and_prune_removes_it(tmp_path, base_image):
+    cache = tmp_path / "cache"
+    env = cli_env(cache, base_image, TMPDIR=str(tmp_path / "system-tmp"))
+    (tmp_path / "system-tmp").mkdir()
+    build = subprocess.Popen(
+        cli_command(project_copy(tmp_path), "--tar"),
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so its uv and hatchling children are killed with it
+    )
+    # Kill it while it installs the dependencies into its scratch directory.
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("tmp/build-*/root/*")) and build.poll() is None:
+        assert time.monotonic() < deadline, "the build never started to install"
+        time.sleep(0.01)
+    os.killpg(build.pid, signal.SIGKILL)
+    assert build.wait(timeout=30) == -signal.SIGKILL
+
+    assert list((tmp_path / "system-tmp").iterdir()) == []
+    assert list(cache.glob("tmp/build-*"))
+    pruned = subprocess.run(
+        [sys.executable, "-m", "hatch_jib", "cache", "prune", "--older-than", "30"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert pruned.returncode == 0, pruned.stderr
+    assert "of temporary files that stopped builds left" in pruned.stdout
+    assert list((cache / "tmp").iterdir()) == []
+
+
 def test_corrupt_cached_blobs_are_evicted_rebuilt_and_never_pushed(tmp_path, base_image):
     cache, project, env, _ = cold_tar_build(tmp_path, base_image)
     layers = layers_of(project)

@@ -85,6 +85,41 @@ def test_prune_removes_what_a_killed_build_left_in_the_temp_directory(store):
     assert store.tmp_dir.is_dir()
 
 
+def test_prune_clears_a_killed_builds_scratch_tree_but_not_what_its_links_point_at(
+    store, tmp_path
+):
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "python").write_bytes(b"interpreter")
+    with store.scratch_directory() as name:
+        scratch = Path(name)
+    # What a SIGKILL leaves: the directory that the context manager never got to remove.
+    venv = scratch / "root" / "app" / ".venv"
+    (venv / "lib").mkdir(parents=True)
+    (venv / "lib" / "module.py").write_bytes(b"x" * 1000)
+    (venv / "bin").mkdir()
+    (venv / "bin" / "python").symlink_to(outside / "python")
+    (store.tmp_dir / "linked-dir").symlink_to(outside / "dir")
+    (scratch / "root" / "read-only").mkdir()
+    (scratch / "root" / "read-only").chmod(0o500)
+
+    report = store.prune(older_than=None, max_size=None, now=NOW)
+
+    assert list(store.tmp_dir.iterdir()) == []
+    assert (outside / "python").read_bytes() == b"interpreter"
+    assert (outside / "dir").is_dir()
+    assert report.leftover_bytes >= 1000
+
+
+def test_a_scratch_directory_is_in_the_stores_temp_directory_and_goes_when_done(store):
+    with store.scratch_directory() as name:
+        scratch = Path(name)
+        (scratch / "file").write_bytes(b"data")
+        assert scratch.parent == store.tmp_dir
+
+    assert not scratch.exists()
+
+
 def test_a_build_waiting_for_a_prune_says_so(store, caplog):
     caplog.set_level("INFO")
     held = threading.Event()
