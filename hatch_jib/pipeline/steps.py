@@ -144,7 +144,12 @@ def connect(
 ) -> RegistryClient:
     """Retrieve credentials for `reference` and open a client; log where they came from."""
     explicit = Credential(auth.username, auth.password, auth.source) if auth else None
-    credential = find_credential(reference.registry, explicit=explicit, cred_helper=cred_helper)
+    credential = find_credential(
+        reference.registry,
+        explicit=explicit,
+        cred_helper=cred_helper,
+        env_prefix="JIB_TO_AUTH" if push else "JIB_FROM_AUTH",
+    )
     role = "target" if push else "base"
     if credential:
         log.info(

@@ -66,22 +66,25 @@ def find_credential(
     explicit: Credential | None = None,
     environ: Mapping[str, str] | None = None,
     cred_helper: str | None = None,
+    env_prefix: str | None = None,
 ) -> Credential | None:
     """The credential to use for `registry` (a host[:port]), or None to go anonymous.
 
     `cred_helper` names a docker-credential-* helper (`ecr-login`, or a full name or
     path) consulted before the Docker config, as `tool.jib.to.cred-helper` asks.
+    `env_prefix` (`JIB_TO_AUTH` or `JIB_FROM_AUTH`) names the variables that a failing
+    helper's hint offers instead, when the caller reads them.
     """
     env = os.environ if environ is None else environ
 
     # Explicit settings win, then a helper the user named.
     found = explicit
     if found is None and cred_helper:
-        found = _from_helper(cred_helper, registry, env, required=True)
+        found = _from_helper(cred_helper, registry, env, required=True, env_prefix=env_prefix)
 
     # Then the Docker config, then the containers auth files.
     if found is None:
-        found = _from_docker_config(registry, env)
+        found = _from_docker_config(registry, env, env_prefix)
     if found is None:
         found = _from_containers_auth(registry, env)
 
@@ -101,7 +104,7 @@ def server_keys(registry: str) -> list[str]:
 
 
 def run_credential_helper(
-    helper: str, server_url: str, environ: Mapping[str, str]
+    helper: str, server_url: str, environ: Mapping[str, str], *, env_prefix: str | None = None
 ) -> tuple[str, str] | None:
     """(username, secret) from `docker-credential-<helper> get`, or None if it has none."""
     program = _helper_program(helper, environ)
@@ -133,10 +136,10 @@ def run_credential_helper(
             return None
         # Stdout is where a helper writes secrets, so only its stderr is ever shown.
         said = f": {errors.splitlines()[0][:200]}" if errors else ""
+        instead = f", or set {env_prefix}_USERNAME and {env_prefix}_PASSWORD" if env_prefix else ""
         raise ConfigError(
             f"Credential helper {program} failed for {server_url} (exit {done.returncode}){said}",
-            hint="run it by hand (`echo SERVER | HELPER get`), log in again with it, or set "
-            "JIB_TO_AUTH_USERNAME/PASSWORD",
+            hint=f"run it by hand (`echo SERVER | HELPER get`) or log in again with it{instead}",
         )
     try:
         data = json.loads(text)
@@ -150,10 +153,15 @@ def run_credential_helper(
 
 
 def _from_helper(
-    helper: str, registry: str, environ: Mapping[str, str], *, required: bool
+    helper: str,
+    registry: str,
+    environ: Mapping[str, str],
+    *,
+    required: bool,
+    env_prefix: str | None = None,
 ) -> Credential | None:
     for key in _helper_queries(registry):
-        pair = run_credential_helper(helper, key, environ)
+        pair = run_credential_helper(helper, key, environ, env_prefix=env_prefix)
         if pair is not None:
             return Credential(pair[0], pair[1], source=f"{HELPER_SOURCE}{_helper_name(helper)}")
     if required:
@@ -168,7 +176,9 @@ def _helper_queries(registry: str) -> list[str]:
     return keys[:2] if registry.lower() not in _HUB_HOSTS else [_HUB_SERVER_URL]
 
 
-def _from_docker_config(registry: str, environ: Mapping[str, str]) -> Credential | None:
+def _from_docker_config(
+    registry: str, environ: Mapping[str, str], env_prefix: str | None = None
+) -> Credential | None:
     path = _docker_config_path(environ)
     config = _load_json(path)
     if config is None:
@@ -181,14 +191,14 @@ def _from_docker_config(registry: str, environ: Mapping[str, str]) -> Credential
         name = helpers.get(key) or helpers.get(_bare_host(key))
         if name:
             return _relabel(
-                _from_helper(name, registry, environ, required=False),
+                _from_helper(name, registry, environ, required=False, env_prefix=env_prefix),
                 f"{where} (credHelpers: docker-credential-{name})",
             )
 
     # Then the default store; entries it misses may still sit in `auths`.
     store = config.get("credsStore")
     if store:
-        found = _from_helper(store, registry, environ, required=False)
+        found = _from_helper(store, registry, environ, required=False, env_prefix=env_prefix)
         if found is not None:
             return _relabel(found, f"{where} (credsStore: docker-credential-{store})")
     return _from_auths(config.get("auths") or {}, registry, where)

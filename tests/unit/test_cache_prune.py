@@ -85,9 +85,7 @@ def test_prune_removes_what_a_killed_build_left_in_the_temp_directory(store):
     assert store.tmp_dir.is_dir()
 
 
-def test_prune_clears_a_killed_builds_scratch_tree_but_not_what_its_links_point_at(
-    store, tmp_path
-):
+def test_prune_clears_a_killed_builds_scratch_tree_but_not_what_its_links_point_at(store, tmp_path):
     outside = tmp_path / "outside"
     (outside / "dir").mkdir(parents=True)
     (outside / "python").write_bytes(b"interpreter")

@@ -238,6 +238,32 @@ def test_password_is_not_in_the_credential_repr() -> None:
     assert "hunter2" not in repr(Credential("me", "hunter2", source="x"))
 
 
+@pytest.mark.parametrize(
+    ("env_prefix", "offered"),
+    [("JIB_FROM_AUTH", "JIB_FROM_AUTH_USERNAME and JIB_FROM_AUTH_PASSWORD"), (None, None)],
+)
+def test_failing_helpers_hint_offers_the_variables_of_its_side(
+    tmp_path: Path, home: Path, env_prefix: str | None, offered: str | None
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    helper = bin_dir / "docker-credential-failing"
+    helper.write_text("#!/bin/sh\necho 'session expired' >&2\nexit 1\n")
+    helper.chmod(0o755)
+    env = environ_for(tmp_path, home, {})
+
+    with pytest.raises(ConfigError) as caught:
+        find_credential("reg.example", environ=env, cred_helper="failing", env_prefix=env_prefix)
+
+    hint = caught.value.hint or ""
+    assert "log in again with it" in hint
+    assert "JIB_TO_AUTH" not in hint
+    if offered is None:
+        assert "JIB_" not in hint  # `hatch-jib inspect` reads no such variables
+    else:
+        assert offered in hint
+
+
 def test_failing_helper_shows_its_stderr_but_never_its_stdout(tmp_path: Path, home: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
