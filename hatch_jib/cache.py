@@ -57,7 +57,7 @@ class BlobWriter:
         self._store = store
         # The file outlives this call: commit() renames it, discard() removes it.
         self._file: IO[bytes] = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            dir=store.tmp_dir, prefix="blob-", delete=False
+            dir=store.tmp_dir, prefix=_BLOB_PREFIX, delete=False
         )
         self._hash = hashlib.sha256()
         self.size = 0
@@ -121,7 +121,7 @@ class BlobStore:
         It is made in the store's temp directory, not the system's: a build that is killed
         cannot remove it, and `prune` clears what such builds left there.
         """
-        return tempfile.TemporaryDirectory(prefix="build-", dir=self.tmp_dir)
+        return tempfile.TemporaryDirectory(prefix=_SCRATCH_PREFIX, dir=self.tmp_dir)
 
     def verified_path(self, digest: str) -> Path | None:
         """The blob's path once its bytes are checked; a corrupt blob is evicted."""
@@ -235,7 +235,9 @@ class BlobStore:
         # in their order: only json.loads reads a record, and sorting the 10,000 files of a
         # content-hashes record costs more than encoding them. The JSON has no raw newline.
         payload = json.dumps(value).encode()
-        with tempfile.NamedTemporaryFile("wb", dir=self.tmp_dir, delete=False) as handle:
+        with tempfile.NamedTemporaryFile(
+            "wb", dir=self.tmp_dir, prefix=_RECORD_PREFIX, delete=False
+        ) as handle:
             handle.write(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
         os.replace(handle.name, path)
 
@@ -272,7 +274,7 @@ class BlobStore:
             # exclusive hold they are all left by builds that died (a SIGKILL mid-layer can
             # leave hundreds of MB). Then the records and local dependencies' wheels nobody
             # used for as long (by access time, which relatime moves about daily).
-            leftover = _remove_everything_in(self.tmp_dir)
+            leftover = _remove_leftovers(self.tmp_dir)
             if older_than is not None:
                 for kind in (*RECORD_KINDS, LOCAL_WHEELS):
                     _remove_old_files(self.root / kind, cutoff=now - older_than, by_use=True)
@@ -299,6 +301,9 @@ class BlobStore:
 # --- pruning ----------------------------------------------------------------------------------
 
 _LOCK_NAME = "cache.lock"
+# The names of what builds make in the store's tmp/; prune removes these and nothing else.
+_BLOB_PREFIX, _RECORD_PREFIX, _SCRATCH_PREFIX = "blob-", "record-", "build-"
+_TEMP_PREFIXES = (_BLOB_PREFIX, _RECORD_PREFIX, _SCRATCH_PREFIX, "tmp")  # tmp: older records
 # Every kind of record a build writes; `prune` ages out each, so a record of a kind not
 # listed here would stay forever, and the store refuses to write one.
 RECORD_KINDS = (
@@ -406,20 +411,52 @@ def _prune_blobs(
     return PruneReport(removed=tuple(removed), kept=len(kept), kept_bytes=total)
 
 
-def _remove_everything_in(directory: Path) -> int:
-    """Remove every file, link and tree in `directory`; the bytes its files held."""
+def _remove_leftovers(tmp_dir: Path) -> int:
+    """Remove the temp files and scratch trees that builds made in `tmp_dir`, and nothing
+    else there; the bytes their files held. What cannot be removed is named in a warning."""
     held = 0
-    for top, _dirs, files in os.walk(directory):
-        for name in files:
-            with contextlib.suppress(FileNotFoundError):
-                held += os.lstat(os.path.join(top, name)).st_size
-    for path in directory.iterdir():
-        with contextlib.suppress(FileNotFoundError):
+    for path in tmp_dir.iterdir():
+        if not path.name.startswith(_TEMP_PREFIXES):
+            continue
+        try:
             if path.is_dir() and not path.is_symlink():
+                held += _tree_size(path)
+                _make_writable(path)
                 shutil.rmtree(path)
             else:
+                held += path.lstat().st_size
                 path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            log.warning(
+                "cache: cannot remove %s, left by a build that was stopped (%s); remove it by"
+                " hand, as its owner if another user's build made it",
+                path,
+                error.strerror or error,
+            )
     return held
+
+
+def _tree_size(root: Path) -> int:
+    size = 0
+    for top, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                size += os.lstat(os.path.join(top, name)).st_size
+    return size
+
+
+def _make_writable(root: Path) -> None:
+    """Give every directory of the tree its owner's full rights, so `rmtree` can empty it:
+    a build may install read-only package directories, as TemporaryDirectory allows for."""
+    pending = [str(root)]
+    while pending:
+        directory = pending.pop()
+        with contextlib.suppress(OSError):
+            os.chmod(directory, 0o700)
+        with contextlib.suppress(OSError), os.scandir(directory) as entries:
+            pending.extend(item.path for item in entries if item.is_dir(follow_symlinks=False))
 
 
 def _remove_old_files(directory: Path, *, cutoff: float, by_use: bool = False) -> None:

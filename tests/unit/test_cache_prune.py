@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 from hatch_jib.cache import LOCAL_WHEELS, BlobStore, cache_in_use
 from hatch_jib.errors import BuildError
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_700_000_000.0
 DAY = 86400.0
 
@@ -97,16 +101,63 @@ def test_prune_clears_a_killed_builds_scratch_tree_but_not_what_its_links_point_
     (venv / "lib" / "module.py").write_bytes(b"x" * 1000)
     (venv / "bin").mkdir()
     (venv / "bin" / "python").symlink_to(outside / "python")
-    (store.tmp_dir / "linked-dir").symlink_to(outside / "dir")
+    (store.tmp_dir / "build-linked").symlink_to(outside / "dir")
     (scratch / "root" / "read-only").mkdir()
     (scratch / "root" / "read-only").chmod(0o500)
+    (store.tmp_dir / "notes.txt").write_text("not a build's")
 
     report = store.prune(older_than=None, max_size=None, now=NOW)
 
-    assert list(store.tmp_dir.iterdir()) == []
+    assert [path.name for path in store.tmp_dir.iterdir()] == ["notes.txt"]
     assert (outside / "python").read_bytes() == b"interpreter"
     assert (outside / "dir").is_dir()
     assert report.leftover_bytes >= 1000
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root, to make another user's directory, and setpriv to drop root's rights",
+)
+def test_prune_empties_read_only_trees_and_names_one_it_cannot_remove(store):
+    package = store.tmp_dir / "build-mine" / "root" / "pkg"
+    package.mkdir(parents=True)
+    (package / "module.py").write_text("x = 1\n")
+    package.chmod(0o555)
+    foreign = store.tmp_dir / "build-theirs"
+    foreign.mkdir(mode=0o700)
+    (foreign / "file").write_text("another user's")
+    os.chown(foreign / "file", 65534, 65534)
+    os.chown(foreign, 65534, 65534)
+    record = store.root / "selectors" / "ab" / "old.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    os.utime(record, (NOW - 90 * DAY, NOW - 90 * DAY))
+
+    # As an ordinary user would: root without the rights that let it ignore permissions.
+    pruned = subprocess.run(
+        [
+            *("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"),
+            *(sys.executable, "-c", PRUNE_AS_A_USER, str(store.root), str(NOW)),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert pruned.returncode == 0, pruned.stderr
+    assert [path.name for path in store.tmp_dir.iterdir()] == ["build-theirs"]
+    assert f"cache: cannot remove {foreign}, left by a build that was stopped" in pruned.stderr
+    assert not record.exists()  # the prune went on after it
+
+
+PRUNE_AS_A_USER = """
+import logging, sys
+from pathlib import Path
+from hatch_jib.cache import BlobStore
+logging.basicConfig()
+BlobStore(Path(sys.argv[1])).prune(older_than=30 * 86400, now=float(sys.argv[2]))
+"""
 
 
 def test_a_scratch_directory_is_in_the_stores_temp_directory_and_goes_when_done(store):
