@@ -651,14 +651,12 @@ def _read_file(path: str, keep_up_to: int) -> tuple[os.stat_result, str, bytes |
                 digest.update(chunk)
             return info, digest.hexdigest(), None
         # Read to the end even if the file grew since its stat: the bytes and their hash
-        # must agree, and a changed stat makes the next build read the file again. A read
-        # of a regular file that returns less than it asked for has reached the end.
-        data = os.read(fd, info.st_size + 1)
-        if len(data) > info.st_size:
-            parts = [data]
-            while parts[-1]:
-                parts.append(os.read(fd, _CHUNK))
-            data = b"".join(parts)
+        # must agree, and a changed stat makes the next build read the file again. Only an
+        # empty read is the end: FUSE and a read cut short by a signal may return less.
+        parts = [os.read(fd, info.st_size + 1)]
+        while parts[-1]:
+            parts.append(os.read(fd, _CHUNK))
+        data = b"".join(parts)
     finally:
         os.close(fd)
     return info, hashlib.sha256(data).hexdigest(), data

@@ -92,6 +92,19 @@ def test_a_file_that_grew_after_its_stat_is_hashed_and_kept_whole(tmp_path, monk
     assert content == hashlib.sha256(whole).hexdigest()
 
 
+def test_a_small_file_read_in_short_pieces_is_kept_whole(tmp_path, monkeypatch):
+    source = tmp_path / "file.bin"
+    source.write_bytes(bytes(range(256)) * 40)
+    real_read = os.read
+    # As a FUSE file system may answer, or a read that a signal cut short.
+    monkeypatch.setattr(cache_module.os, "read", lambda fd, size: real_read(fd, min(size, 1000)))
+
+    _info, content, data = cache_module._read_file(str(source), 256 * 1024)
+
+    assert data == source.read_bytes()
+    assert content == hashlib.sha256(data).hexdigest()
+
+
 def test_threads_writing_the_same_blob_at_once_all_succeed(tmp_path):
     data = os.urandom(1 << 20)
     expected = "sha256:" + hashlib.sha256(data).hexdigest()
