@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -136,13 +138,19 @@ def load_image(
     repo_tags: Sequence[str],
     blob_path: Callable[[str], Path],
     mtime: int = 1,
+    scratch: Callable[[], AbstractContextManager[str]] | None = None,
 ) -> Image:
-    """Load the daemon's platform image from `built` under `repo_tags`; return that image."""
+    """Load the daemon's platform image from `built` under `repo_tags`; return that image.
+
+    The image's tar is written into a directory from `scratch` (a build passes its cache's,
+    where a prune finds it if the build is killed), by default one in the system's temp.
+    """
     image = choose_image(built, daemon)
-    with tempfile.TemporaryDirectory(prefix="hatch-jib-docker-") as scratch:
+    make_scratch = scratch or partial(tempfile.TemporaryDirectory, prefix="hatch-jib-docker-")
+    with make_scratch() as scratch_dir:
         archive = write_image_tar(
             image,
-            Path(scratch) / "image.tar",
+            Path(scratch_dir) / "image.tar",
             repo_tags=repo_tags,
             blob_path=blob_path,
             mtime=mtime,

@@ -309,19 +309,19 @@ class _BaseBlobs:
     """
 
     def __init__(self, store: BlobStore, config: JibConfig, options: TransportOptions) -> None:
-        self._store = store
+        self.store = store
         self._config = config
         self._options = options
         self._client: RegistryClient | None = None
         self._lock = threading.Lock()
 
     def path(self, digest: str) -> Path:
-        cached = self._store.verified_path(digest)
+        cached = self.store.verified_path(digest)
         if cached is not None:
             return cached
         if self._config.offline:
-            raise steps.offline_blob_missing(self._config.from_.image, digest, self._store)
-        return self._base_client().fetch_blob(digest, self._store)
+            raise steps.offline_blob_missing(self._config.from_.image, digest, self.store)
+        return self._base_client().fetch_blob(digest, self.store)
 
     def _base_client(self) -> RegistryClient:
         with self._lock:
@@ -376,7 +376,14 @@ def _write_outputs(
     if daemon is not None:
         from hatch_jib.outputs.docker import load_image
 
-        load_image(built, daemon, repo_tags=repo_tags, blob_path=blobs.path, mtime=mtime)
+        load_image(
+            built,
+            daemon,
+            repo_tags=repo_tags,
+            blob_path=blobs.path,
+            mtime=mtime,
+            scratch=blobs.store.scratch_directory,
+        )
 
     outputs = tuple(dict.fromkeys((*(previous.outputs if previous else ()), *plan.outputs)))
     recorded_push = False

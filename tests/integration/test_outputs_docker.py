@@ -35,6 +35,8 @@ class FakeEngine:
     arch: str = "amd64"
     load_reply: bytes = b'{"stream":"Loaded image\\n"}\r\n'
     loads: list[dict] = field(default_factory=list)
+    watched: Path | None = None  # a directory whose files are listed at each load
+    seen: list[list[str]] = field(default_factory=list)
 
 
 def _handler(engine: FakeEngine) -> type[BaseHTTPRequestHandler]:
@@ -55,6 +57,9 @@ def _handler(engine: FakeEngine) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers["Content-Length"])
             body = self.rfile.read(length)
             engine.loads.append(_check_upload(self.path, self.headers["Content-Type"], body))
+            if engine.watched is not None:
+                found = engine.watched.rglob("*.tar")
+                engine.seen.append([str(path.relative_to(engine.watched)) for path in found])
             self._reply(200, engine.load_reply)
 
         def _reply(self, status: int, body: bytes) -> None:
@@ -174,3 +179,31 @@ def test_docker_output_without_a_daemon_fails_before_building_and_writes_nothing
     assert built.returncode == 1
     assert "No Docker daemon" in built.stderr and "Traceback" not in built.stderr
     assert not (project / "dist").exists()
+
+
+def test_a_docker_build_writes_its_image_tar_in_the_cache_not_the_system_temp(
+    engine, tmp_path, base_image
+):
+    from tests.integration.test_pipeline import cli_command, cli_env, project_copy
+
+    cache, system_tmp = tmp_path / "cache", tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    engine.watched = tmp_path
+    env = cli_env(cache, base_image, TMPDIR=str(system_tmp))
+
+    built = subprocess.run(
+        cli_command(project_copy(tmp_path), "--docker"),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert built.returncode == 0, built.stderr
+    assert engine.loads and engine.loads[0]["repo_tags"][0].endswith("hello-cli:0.1.0")
+    # Where a killed build leaves it for `cache prune`, and gone once the build is done.
+    ((tar,),) = engine.seen
+    assert tar.startswith("cache/tmp/build-") and tar.endswith("/image.tar")
+    assert list(system_tmp.iterdir()) == []
+    assert list((cache / "tmp").iterdir()) == []
