@@ -109,10 +109,12 @@ def unauthorized_hint(
         # Configured credentials come before `docker login` and helpers, so only they can help.
         return f"the credentials from {credential.source} were refused: check their values"
     if credential.source.startswith(HELPER_SOURCE):
-        # The helper named by `cred-helper` comes before `docker login`, so that cannot help.
+        # The helper named by `cred-helper` comes before the Docker config, so `docker login`
+        # helps only where Docker keeps its logins in that same helper.
         return (
-            f"the credentials from {credential.source} were refused: log in again with the"
-            f" helper, or set {variables}, which come before it"
+            f"the credentials from {credential.source} were refused: renew what the helper"
+            f" holds for {registry} (`docker login {registry}` does if Docker stores its"
+            f" logins in it), or set {variables}, which come before it"
         )
     return (
         f"the credentials from {credential.source} were refused: check them, set"

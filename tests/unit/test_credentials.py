@@ -166,7 +166,7 @@ def test_named_cred_helper_is_used_before_the_docker_config(tmp_path: Path, home
     assert found is not None and found.username == "named"
 
 
-def test_refused_named_helper_credentials_get_no_docker_login_hint(
+def test_refused_named_helper_credentials_are_renewed_in_the_helper(
     tmp_path: Path, home: Path
 ) -> None:
     install_helper(tmp_path, "test", {"reg.example": ["named", "pw"]})
@@ -177,11 +177,12 @@ def test_refused_named_helper_credentials_get_no_docker_login_hint(
     from_config = find_credential("reg.example", environ=env)
 
     assert named is not None and from_config is not None
-    # `docker login` cannot replace what the named helper answers, but it does store into
-    # the Docker config's own helper.
+    # A plain `docker login` cannot replace what the named helper answers, unless Docker
+    # stores its logins in that helper; it does store into the Docker config's own helper.
     assert unauthorized_hint("reg.example", named) == (
-        "the credentials from credential helper docker-credential-test were refused: log in"
-        " again with the helper, or set JIB_TO_AUTH_USERNAME and JIB_TO_AUTH_PASSWORD,"
+        "the credentials from credential helper docker-credential-test were refused: renew"
+        " what the helper holds for reg.example (`docker login reg.example` does if Docker"
+        " stores its logins in it), or set JIB_TO_AUTH_USERNAME and JIB_TO_AUTH_PASSWORD,"
         " which come before it"
     )
     assert "docker login reg.example" in unauthorized_hint("reg.example", from_config)
