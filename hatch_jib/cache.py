@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -272,9 +273,10 @@ class BlobStore:
 
             # Temp files: every build holds the cache shared while it runs, so under this
             # exclusive hold they are all left by builds that died (a SIGKILL mid-layer can
-            # leave hundreds of MB). Then the records and local dependencies' wheels nobody
-            # used for as long (by access time, which relatime moves about daily).
-            leftover = _remove_leftovers(self.tmp_dir)
+            # leave hundreds of MB); where there is no lock, those a day old. Then the
+            # records and local dependencies' wheels nobody used for as long (by access
+            # time, which relatime moves about daily).
+            leftover = _remove_leftovers(self.tmp_dir, before=None if _CAN_LOCK else now - _DAY)
             if older_than is not None:
                 for kind in (*RECORD_KINDS, LOCAL_WHEELS):
                     _remove_old_files(self.root / kind, cutoff=now - older_than, by_use=True)
@@ -301,6 +303,10 @@ class BlobStore:
 # --- pruning ----------------------------------------------------------------------------------
 
 _LOCK_NAME = "cache.lock"
+# Without fcntl (Windows) builds take no lock, so prune cannot tell a dead build's temp
+# files from a running one's.
+_CAN_LOCK = importlib.util.find_spec("fcntl") is not None
+_DAY = 86400
 # The names of what builds make in the store's tmp/; prune removes these and nothing else.
 _BLOB_PREFIX, _RECORD_PREFIX, _SCRATCH_PREFIX = "blob-", "record-", "build-"
 _TEMP_PREFIXES = (_BLOB_PREFIX, _RECORD_PREFIX, _SCRATCH_PREFIX, "tmp")  # tmp: older records
@@ -411,14 +417,17 @@ def _prune_blobs(
     return PruneReport(removed=tuple(removed), kept=len(kept), kept_bytes=total)
 
 
-def _remove_leftovers(tmp_dir: Path) -> int:
-    """Remove the temp files and scratch trees that builds made in `tmp_dir`, and nothing
-    else there; the bytes their files held. What cannot be removed is named in a warning."""
+def _remove_leftovers(tmp_dir: Path, *, before: float | None = None) -> int:
+    """Remove the temp files and scratch trees that builds made in `tmp_dir` (those last
+    changed `before`, if given), and nothing else there; the bytes their files held. What
+    cannot be removed is named in a warning."""
     held = 0
     for path in tmp_dir.iterdir():
         if not path.name.startswith(_TEMP_PREFIXES):
             continue
         try:
+            if before is not None and path.lstat().st_mtime >= before:
+                continue
             if path.is_dir() and not path.is_symlink():
                 held += _tree_size(path)
                 _make_writable(path)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hatch_jib import cache as cache_module
 from hatch_jib.cache import LOCAL_WHEELS, BlobStore, cache_in_use
 from hatch_jib.errors import BuildError
 
@@ -158,6 +159,21 @@ from hatch_jib.cache import BlobStore
 logging.basicConfig()
 BlobStore(Path(sys.argv[1])).prune(older_than=30 * 86400, now=float(sys.argv[2]))
 """
+
+
+def test_without_a_lock_prune_removes_only_leftovers_a_day_old(store, monkeypatch):
+    # As on Windows, where builds take no lock: a young temp file may be a running build's.
+    monkeypatch.setattr(cache_module, "_CAN_LOCK", False)
+    old, young = store.tmp_dir / "build-old", store.tmp_dir / "blob-young"
+    old.mkdir()
+    (old / "file").write_bytes(b"left")
+    young.write_bytes(b"being written")
+    os.utime(old, (NOW - 2 * DAY, NOW - 2 * DAY))
+    os.utime(young, (NOW - 60, NOW - 60))
+
+    store.prune(older_than=None, max_size=None, now=NOW)
+
+    assert [path.name for path in store.tmp_dir.iterdir()] == ["blob-young"]
 
 
 def test_a_scratch_directory_is_in_the_stores_temp_directory_and_goes_when_done(store):
