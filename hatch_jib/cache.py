@@ -234,8 +234,9 @@ class BlobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # dumps, not dump: dump runs the pure-Python encoder, slow for big records. Keys stay
         # in their order: only json.loads reads a record, and sorting the 10,000 files of a
-        # content-hashes record costs more than encoding them. The JSON has no raw newline.
-        payload = json.dumps(value).encode()
+        # content-hashes record costs more than encoding them. No record refers to itself, so
+        # the encoder need not track what it is inside. The JSON has no raw newline.
+        payload = json.dumps(value, check_circular=False).encode()
         with tempfile.NamedTemporaryFile(
             "wb", dir=self.tmp_dir, prefix=_RECORD_PREFIX, delete=False
         ) as handle:
@@ -548,7 +549,8 @@ class ContentHashes:
         self._kept: dict[str, bytes] = {}
         self._kept_size = 0
         self._keep_total = _KEEP_TOTAL if keep else -1
-        self._now = time.time_ns()
+        # Files changed since then may change again within their mtime tick.
+        self._racy_since = time.time_ns() - _RACY_SECONDS * 1_000_000_000
 
     def sha256(self, path: Path | str) -> str:
         """The hex sha256 of the file's bytes."""
@@ -584,8 +586,7 @@ class ContentHashes:
         return info.st_mode, content
 
     def _remember(self, name: str, info: os.stat_result, content: str) -> None:
-        newest = max(info.st_mtime_ns, info.st_ctime_ns)
-        if self._now - newest > _RACY_SECONDS * 1_000_000_000:
+        if info.st_mtime_ns < self._racy_since and info.st_ctime_ns < self._racy_since:
             self._seen[name] = [*_stamp(info), content]
 
     def save(self) -> None:

@@ -204,7 +204,8 @@ class ParallelGzip:
     def write(self, data: bytes) -> int:
         self._buffer += data
         while len(self._buffer) >= GZIP_BLOCK:
-            block = bytes(self._buffer[:GZIP_BLOCK])
+            with memoryview(self._buffer) as view:  # one copy of the block, not two
+                block = bytes(view[:GZIP_BLOCK])
             del self._buffer[:GZIP_BLOCK]
             self._submit(block, last=False)
         return len(data)
@@ -298,16 +299,14 @@ def _add(
         tar.write(tar_header(entry.path, entry.kind, mode, 0, mtime, link))
         return
     if entry.data is not None:
-        header = tar_header(entry.path, "file", mode, len(entry.data), mtime)
-        tar.write(header + entry.data + _NUL_BLOCK[: -len(entry.data) % _BLOCK])
+        tar.member(tar_header(entry.path, "file", mode, len(entry.data), mtime), entry.data)
         return
     assert entry.source is not None
 
     # Small files were read once, when the selector hashed them; larger ones stream again.
     data = hashes.take(entry.source)
     if data is not None:
-        header = tar_header(entry.path, "file", mode, len(data), mtime)
-        tar.write(header + data + _NUL_BLOCK[: -len(data) % _BLOCK])
+        tar.member(tar_header(entry.path, "file", mode, len(data), mtime), data)
         return
     try:
         fd, info = open_regular_file(entry.source)
@@ -398,13 +397,20 @@ _PLAIN_TAIL_SUM = sum(_PLAIN_TAIL) + 8 * ord(" ")  # with the checksum field as 
 def _plain_ustar_block(name: bytes, mode: int, size: int, mtime: int, flag: bytes) -> bytes:
     """`_ustar_block` for the common entry, an ASCII name that fits and no link, built
     without packing and summing a whole block: a tree of small files has one per file."""
-    head = name.ljust(100, b"\0") + b"%07o\x000000000\x000000000\x00%011o\x00%011o\x00" % (
+    head = b"%b%07o\x000000000\x000000000\x00%011o\x00%011o\x00" % (
+        name.ljust(100, b"\0"),
         mode & 0o7777,
         size,
         mtime,
     )
-    checksum = sum(head) + flag[0] + _PLAIN_TAIL_SUM
-    return head + b"%06o\x00 " % checksum + flag + _PLAIN_TAIL
+    checksum = _byte_sum(head) + flag[0] + _PLAIN_TAIL_SUM
+    return b"%b%06o\x00 %b%b" % (head, checksum, flag, _PLAIN_TAIL)
+
+
+def _byte_sum(data: bytes) -> int:
+    """`sum(data)` without a Python loop over the bytes: the low half of an Adler-32 is one
+    plus the bytes' sum modulo 65521, which is exact for up to 256 bytes."""
+    return (zlib.adler32(data) & 0xFFFF) - 1
 
 
 def _ustar_block(name: str, mode: int, size: int, mtime: int, flag: bytes, link: str) -> bytes:
@@ -470,13 +476,23 @@ class _TarStream:
 
     def __init__(self, target: Writable) -> None:
         self._target = target
-        self._buffer = bytearray()
-        self._offset = 0
+        # Pieces are joined once a chunk: growing one buffer by every small member costs more.
+        self._parts: list[bytes] = []
+        self._buffered = 0
+        self._flushed = 0
 
     def write(self, data: bytes) -> None:
-        self._buffer += data
-        self._offset += len(data)
-        if len(self._buffer) >= _CHUNK:
+        self._parts.append(data)
+        self._buffered += len(data)
+        if self._buffered >= _CHUNK:
+            self._flush()
+
+    def member(self, header: bytes, data: bytes) -> None:
+        """A whole member: its header blocks, its data and the NULs that end its last block."""
+        padding = _NUL_BLOCK[: -len(data) % _BLOCK]
+        self._parts += (header, data, padding)
+        self._buffered += len(header) + len(data) + len(padding)
+        if self._buffered >= _CHUNK:
             self._flush()
 
     def pad(self, size: int) -> None:
@@ -487,13 +503,15 @@ class _TarStream:
     def close(self) -> None:
         """Two empty blocks end the archive, then NULs up to a whole record, as tar pads."""
         self.write(_NUL_BLOCK * 2)
-        self.write(bytes(-self._offset % _RECORD))
+        self.write(bytes(-(self._flushed + self._buffered) % _RECORD))
         self._flush()
 
     def _flush(self) -> None:
-        if self._buffer:
-            self._target.write(bytes(self._buffer))
-            self._buffer.clear()
+        if self._parts:
+            self._target.write(b"".join(self._parts))
+            self._flushed += self._buffered
+            self._parts.clear()
+            self._buffered = 0
 
 
 def _selector_row(entry: LayerEntry, hashes: ContentHashes) -> _SelectorRow:
@@ -514,4 +532,5 @@ def _selector_row(entry: LayerEntry, hashes: ContentHashes) -> _SelectorRow:
 
 def _selector_key(rows: list[_SelectorRow], mtime: int) -> str:
     payload = {"format": FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    # The rows are flat tuples: there is no cycle for the encoder to look for.
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), check_circular=False)
