@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -12,7 +13,6 @@ import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -24,12 +24,15 @@ from hatch_jib.image.descriptor import check_digest
 __all__ = [
     "DEFAULT_MTIME",
     "FORMAT_VERSION",
+    "STOCK_DEFLATE",
     "BuiltLayer",
     "LayerEntry",
     "LayerSpec",
     "ParallelGzip",
     "build_layer",
+    "deflate_fingerprint",
     "is_stored",
+    "layer_format",
     "recorded_layer",
     "tar_header",
 ]
@@ -42,6 +45,9 @@ GZIP_BLOCK = 1 << 20
 _WINDOW = 32 * 1024
 FORMAT_VERSION = "2"  # bump when the bytes a spec produces change
 _CHUNK = 1 << 20
+# `deflate_fingerprint` with stock zlib, 1.2.13 and 1.3.1 alike; zlib-ng's differs.
+STOCK_DEFLATE = "3050564296363ced"
+_PROBE_PART = 4096
 
 EntryKind = Literal["file", "dir", "symlink"]
 
@@ -117,7 +123,7 @@ def build_layer(spec: LayerSpec, store: BlobStore, *, mtime: int = DEFAULT_MTIME
     # Threads asking for the same layer (platforms of one build) wait for the first to write
     # it, then reuse it; different layers are written side by side.
     with _selector_lock(store, key):
-        reused = store.load_record("selectors", key, partial(recorded_layer, spec.name))
+        reused = store.load_record("selectors", key, functools.partial(recorded_layer, spec.name))
         if reused is not None and is_stored(reused, store):
             return reused
         return _write_layer(spec.name, entries, rows, key, store, mtime, hashes)
@@ -236,6 +242,36 @@ class ParallelGzip:
             self.close()
         else:
             self._pool.shutdown(cancel_futures=True)
+
+
+def deflate_fingerprint() -> str:
+    """How this process's zlib deflates: a short hash of two blocks of a fixed probe
+    compressed as `ParallelGzip` compresses them.
+
+    Deflate fixes what a stream means, not its bytes: zlib-ng (Fedora's zlib, CPython's on
+    Windows) picks other matches than stock zlib for the same input. Layer bytes, and so
+    their digests, match across machines only where this fingerprint does.
+    """
+    return _fingerprint(zlib.compressobj)
+
+
+@functools.cache
+def _fingerprint(compressobj: object) -> str:
+    # Keyed by the compressor factory, so a deflate swapped in is probed anew.
+    words = (b"site-packages/", b"__init__.py", b"\0" * 9, b"0000644\0", b"import ", b"def ")
+    probe, state = bytearray(), 1
+    while len(probe) < 3 * _PROBE_PART:
+        state = (state * 1103515245 + 12345) % 2**31  # a fixed LCG: the same probe everywhere
+        probe += words[state % len(words)] + bytes([32 + state % 95])
+    head, window = bytes(probe[: 2 * _PROBE_PART]), bytes(probe[_PROBE_PART : 2 * _PROBE_PART])
+    first = _deflate(head, b"", False)
+    second = _deflate(bytes(probe[2 * _PROBE_PART :]), window, True)
+    return hashlib.sha256(first + second).hexdigest()[:16]
+
+
+def layer_format() -> str:
+    """What fixes a layer's bytes besides its entries: the format version and the deflate."""
+    return f"{FORMAT_VERSION}/{deflate_fingerprint()}"
 
 
 def _deflate(block: bytes, window: bytes, last: bool) -> bytes:
@@ -532,6 +568,6 @@ def _selector_row(entry: LayerEntry, hashes: ContentHashes) -> _SelectorRow:
 
 
 def _selector_key(rows: list[_SelectorRow], mtime: int) -> str:
-    payload = {"format": FORMAT_VERSION, "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
+    payload = {"format": layer_format(), "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
     # The rows are flat tuples: there is no cycle for the encoder to look for.
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), check_circular=False)

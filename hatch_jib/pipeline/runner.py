@@ -162,6 +162,7 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
     config = plan.config
     base_ref = config.from_.image
     metadata = steps.project_metadata(plan.project)
+    steps.warn_unless_stock_deflate()
 
     # Exit order matters: the pool's threads finish before the client and scratch go away.
     with contextlib.ExitStack() as stack:

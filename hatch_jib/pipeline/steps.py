@@ -37,8 +37,16 @@ from hatch_jib.image.descriptor import (
     short_digest,
 )
 from hatch_jib.image.image import Image, ImageIndex, ImageLayer
-from hatch_jib.image.layer import FORMAT_VERSION as LAYER_FORMAT
-from hatch_jib.image.layer import BuiltLayer, LayerSpec, build_layer, is_stored, recorded_layer
+from hatch_jib.image.layer import (
+    STOCK_DEFLATE,
+    BuiltLayer,
+    LayerSpec,
+    build_layer,
+    deflate_fingerprint,
+    is_stored,
+    layer_format,
+    recorded_layer,
+)
 from hatch_jib.image.manifest import Manifest, parse_index, parse_manifest, serialize
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import Reference
@@ -94,6 +102,7 @@ __all__ = [
     "pull_base_image",
     "report_layers",
     "transport_options",
+    "warn_unless_stock_deflate",
 ]
 
 log = logging.getLogger("hatch_jib")
@@ -167,6 +176,18 @@ def connect(
         # Like Jib, pull the base anonymously first: public bases need no login.
         anonymous_first=not push,
     )
+
+
+def warn_unless_stock_deflate() -> None:
+    """Say so when this Python's zlib compresses unlike stock zlib: its layers are valid,
+    but their digests will not match a build of the same project on another machine."""
+    if deflate_fingerprint() != STOCK_DEFLATE:
+        log.warning(
+            "This Python's zlib (%s) compresses differently from stock zlib: layer digests "
+            "will not match builds made with stock zlib, though the files are the same. "
+            "For digests that match across machines, build with a Python linked to stock zlib",
+            zlib.ZLIB_RUNTIME_VERSION,
+        )
 
 
 def pull_base_image(
@@ -656,7 +677,7 @@ class _InstallSetup:
 
         payload = {
             "format": _INSTALL_FORMAT,
-            "layer-format": LAYER_FORMAT,
+            "layer-format": layer_format(),
             "hatch-jib": __version__,
             "kind": kind,
             "wheels": [list(wheel) for wheel in wheels],

@@ -20,8 +20,8 @@ def deflate_by_write(monkeypatch: pytest.MonkeyPatch) -> None:
     real = zlib.compressobj
 
     class ByWrite:
-        def __init__(self, *args: int) -> None:
-            self._real = real(*args)
+        def __init__(self, *args: int, **kwargs: bytes) -> None:
+            self._real = real(*args, **kwargs)
 
         def compress(self, data: bytes) -> bytes:
             return self._real.compress(data) + self._real.flush(zlib.Z_SYNC_FLUSH)

@@ -24,6 +24,7 @@ from hatch_jib.project import load_project
 from hatch_jib.python.destination import RecordedZip, StagingDestination
 from hatch_jib.python.install import wheel_record
 from hatch_jib.python.target import TargetProfile
+from tests.support.deflate import deflate_by_write
 from tests.unit.data.python.wheels import build_wheel
 
 TARGET = TargetProfile("3.11", "/usr/bin/python3.11", "amd64", libc_version="2.36")
@@ -442,6 +443,25 @@ def test_another_installer_version_installs_again_instead_of_reusing_layers(
     _layers(root, store)
 
     assert [name.split("-")[0] for name in installed] == ["app"]
+
+
+def test_layers_written_by_another_deflate_are_written_again_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _resource_project(tmp_path / "app")
+    store = BlobStore(tmp_path / "cache")
+    stock = _layers(root, store)
+    deflate_by_write(monkeypatch)  # compresses otherwise, as zlib-ng does
+
+    other = _layers(root, store)
+
+    assert stock.keys() == other.keys()
+    for name, (digest, reused) in other.items():
+        assert not reused, name
+        assert digest != stock[name][0], name
+    assert _layers(root, BlobStore(tmp_path / "cold")) == {
+        name: (digest, False) for name, (digest, _) in other.items()
+    }
 
 
 def test_a_project_file_a_dependency_also_ships_is_the_projects_cold_or_warm(

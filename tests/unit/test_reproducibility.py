@@ -11,17 +11,32 @@ import gzip
 import hashlib
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 from hatch_jib.cache import BlobStore
 from hatch_jib.config import load_config
 from hatch_jib.image.descriptor import Descriptor, MediaType
-from hatch_jib.image.layer import GZIP_BLOCK, LayerEntry, LayerSpec, ParallelGzip, build_layer
+from hatch_jib.image.layer import (
+    GZIP_BLOCK,
+    STOCK_DEFLATE,
+    LayerEntry,
+    LayerSpec,
+    ParallelGzip,
+    build_layer,
+    deflate_fingerprint,
+)
 from hatch_jib.image.manifest import Manifest
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import parse_reference
-from hatch_jib.pipeline.steps import AppLayers, BaseImage, assemble_image
+from hatch_jib.pipeline.steps import (
+    AppLayers,
+    BaseImage,
+    assemble_image,
+    warn_unless_stock_deflate,
+)
 from hatch_jib.python.target import TargetProfile
+from tests.support.deflate import deflate_by_write
 
 GOLDEN_LAYER = "sha256:77ecdcc51f6dc99f587ae027354abaa58d4845fdc9d8c83a947d89da4cb7a138"
 GOLDEN_DIFF_ID = "sha256:de0fbc16035a27df5a93d3b5d7be0b18eb974e0818e3f4b8c38957b8a07561b0"
@@ -70,6 +85,47 @@ def _base() -> BaseImage:
         },
         platform=Platform("linux", "amd64"),
     )
+
+
+def test_this_python_deflates_as_stock_zlib_did_for_the_golden_digests():
+    # Every golden digest here was made with stock zlib; another deflate gives other bytes.
+    assert deflate_fingerprint() == STOCK_DEFLATE
+
+
+def test_a_deflate_that_compresses_otherwise_has_another_fingerprint(monkeypatch):
+    deflate_by_write(monkeypatch)
+
+    other = deflate_fingerprint()
+
+    monkeypatch.undo()
+    assert other != deflate_fingerprint() == STOCK_DEFLATE
+
+
+def test_a_layer_cached_from_another_deflate_is_not_reused(tmp_path, monkeypatch):
+    store = BlobStore(tmp_path / "c")
+    with monkeypatch.context() as patch:
+        deflate_by_write(patch)
+        other = build_layer(_fixture_tree(tmp_path / "src", touch=1000), store)
+
+    layer = build_layer(_fixture_tree(tmp_path / "src", touch=1000), store)
+
+    assert other.digest != GOLDEN_LAYER
+    assert (layer.digest, layer.diff_id, layer.reused) == (GOLDEN_LAYER, GOLDEN_DIFF_ID, False)
+
+
+def test_a_build_warns_that_another_deflate_gives_other_digests(monkeypatch, caplog):
+    warn_unless_stock_deflate()
+    assert not caplog.records
+    deflate_by_write(monkeypatch)
+
+    warn_unless_stock_deflate()
+
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert f"This Python's zlib ({zlib.ZLIB_RUNTIME_VERSION}) compresses differently" in (
+        record.getMessage()
+    )
+    assert "build with a Python linked to stock zlib" in record.getMessage()
 
 
 def test_golden_layer_digest_is_pinned(tmp_path):
