@@ -661,12 +661,16 @@ def _read_file(path: str, keep_up_to: int) -> tuple[os.stat_result, str, bytes |
                 digest.update(chunk)
             return info, digest.hexdigest(), None
         # Read to the end even if the file grew since its stat: the bytes and their hash
-        # must agree, and a changed stat makes the next build read the file again. Only an
-        # empty read is the end: FUSE and a read cut short by a signal may return less.
-        parts = [os.read(fd, info.st_size + 1)]
-        while parts[-1]:
-            parts.append(os.read(fd, _CHUNK))
-        data = b"".join(parts)
+        # must agree, and a changed stat makes the next build read the file again. FUSE and
+        # a read cut short by a signal may return less than asked before the end, so only
+        # the size the stat gave, or an empty read, ends the file: one read for the common
+        # file, and a file that grew but whose read stopped at that size is kept as it was.
+        data = os.read(fd, info.st_size + 1)
+        if len(data) != info.st_size:
+            parts = [data]
+            while parts[-1]:
+                parts.append(os.read(fd, _CHUNK))
+            data = b"".join(parts)
     finally:
         os.close(fd)
     return info, hashlib.sha256(data).hexdigest(), data

@@ -152,8 +152,7 @@ _SELECTOR_LOCKS_GUARD = threading.Lock()
 
 
 def _selector_lock(store: BlobStore, key: str) -> threading.Lock:
-    # Keyed by the key's hash: a key lists every entry, and a process keeps its locks.
-    name = (str(store.root), hashlib.sha256(key.encode()).hexdigest())
+    name = (str(store.root), key)
     with _SELECTOR_LOCKS_GUARD:
         return _SELECTOR_LOCKS.setdefault(name, threading.Lock())
 
@@ -568,6 +567,9 @@ def _selector_row(entry: LayerEntry, hashes: ContentHashes) -> _SelectorRow:
 
 
 def _selector_key(rows: list[_SelectorRow], mtime: int) -> str:
+    """The sha256 of everything the layer is made of. Its JSON lists every entry, a megabyte
+    for 10,000 files: hashed once here, not again by the lock and each record lookup."""
     payload = {"format": layer_format(), "gzip": GZIP_LEVEL, "mtime": mtime, "entries": rows}
     # The rows are flat tuples: there is no cycle for the encoder to look for.
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), check_circular=False)
+    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), check_circular=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()

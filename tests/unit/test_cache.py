@@ -105,6 +105,21 @@ def test_a_small_file_read_in_short_pieces_is_kept_whole(tmp_path, monkeypatch):
     assert content == hashlib.sha256(data).hexdigest()
 
 
+def test_a_small_file_of_the_size_its_stat_gave_takes_one_read(tmp_path, monkeypatch):
+    source = tmp_path / "file.bin"
+    source.write_bytes(bytes(range(256)) * 40)
+    reads: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(
+        cache_module.os, "read", lambda fd, size: reads.append(size) or real_read(fd, size)
+    )
+
+    _info, _content, data = cache_module._read_file(str(source), 256 * 1024)
+
+    assert data == source.read_bytes()
+    assert reads == [len(data) + 1]
+
+
 def test_threads_writing_the_same_blob_at_once_all_succeed(tmp_path):
     data = os.urandom(1 << 20)
     expected = "sha256:" + hashlib.sha256(data).hexdigest()
