@@ -9,6 +9,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -988,14 +989,22 @@ _SOURCE_URL_KEYS = ("source", "sourcecode", "repository", "code", "github")
 
 
 def git_revision(root: Path) -> str | None:
-    """The commit `root` is checked out at, or None outside git (or without git)."""
+    """The commit `root` is checked out at, or None outside git (or without git).
+
+    The label is part of the image's config, so only the checkout decides it, not who
+    builds: a checkout owned by another user (a CI container's) is read, where git would
+    refuse it as of dubious ownership, and `GIT_DIR` and the like cannot point elsewhere.
+    """
+    command = ["git", "-c", "safe.directory=*", "-C", str(root), "rev-parse", "--verify", "-q"]
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
     try:
         completed = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--verify", "--quiet", "HEAD"],
+            [*command, "HEAD"],
             capture_output=True,
             text=True,
             check=False,
             timeout=30,
+            env=environment,
         )
     except (OSError, subprocess.SubprocessError):
         return None

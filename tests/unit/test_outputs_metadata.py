@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from hatch_jib.image.descriptor import Descriptor, MediaType
 from hatch_jib.image.image import Image
@@ -34,6 +37,17 @@ def image(architecture: str, media_type: str = MediaType.OCI_MANIFEST) -> Image:
     return Image(Platform("linux", architecture), media_type, body, config, b"{}", ())
 
 
+def _commit(root: Path) -> str:
+    """A git checkout at `root` with one commit; its revision."""
+    root.mkdir(parents=True, exist_ok=True)
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def test_project_metadata_maps_project_fields_to_oci_keys(tmp_path):
     metadata = project_metadata(
         project(
@@ -55,16 +69,33 @@ def test_project_metadata_maps_project_fields_to_oci_keys(tmp_path):
 
 
 def test_project_metadata_carries_the_git_revision_of_a_checkout(tmp_path):
-    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], check=True)
-    head = subprocess.run(
-        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    head = _commit(tmp_path)
 
     metadata = project_metadata(project(tmp_path))
 
     assert metadata[f"{PREFIX}.revision"] == head == git_revision(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the checkout to another user needs root")
+def test_a_checkout_owned_by_another_user_still_gives_its_revision(tmp_path, monkeypatch):
+    head = _commit(tmp_path / "app")
+    subprocess.run(["chown", "-R", "nobody", str(tmp_path / "app")], check=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no safe.directory of the user's
+
+    revision = git_revision(tmp_path / "app")
+
+    assert revision == head
+
+
+def test_git_variables_of_the_environment_do_not_choose_the_revision(tmp_path, monkeypatch):
+    _commit(tmp_path / "other")
+    (tmp_path / "app").mkdir()
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "other" / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(tmp_path / "other"))
+
+    revision = git_revision(tmp_path / "app")
+
+    assert revision is None
 
 
 def test_outside_git_there_is_no_revision(tmp_path):
