@@ -48,6 +48,17 @@ def test_auto_compiles_only_for_the_build_interpreters_minor_version(
     assert f"the build runs Python {HOST} and the image Python {OTHER}" in caplog.text
 
 
+def test_compiling_names_the_python_release_that_the_pycs_depend_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    should_compile("auto", target(HOST))
+
+    release = "{}.{}.{}".format(*sys.version_info)
+    assert f"Compiling bytecode with CPython {release}: another {HOST} release" in caplog.text
+
+
 def test_always_fails_clearly_when_the_target_cannot_load_our_bytecode() -> None:
     with pytest.raises(BuildError) as raised:
         should_compile("always", target(OTHER))
