@@ -663,9 +663,10 @@ _MAX_MTIME = 8**11 - 1
 
 
 def _mtime(value: str | None, path: str) -> int:
+    # Checked even when the key is set: hatchling reads it too when it builds the wheel.
+    epoch = _source_date_epoch()
     if value is None:
-        epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-        if not epoch:
+        if epoch is None:
             return 1
         value, path = epoch, "SOURCE_DATE_EPOCH"
     if value.isascii() and value.isdigit():
@@ -678,6 +679,21 @@ def _mtime(value: str | None, path: str) -> int:
             hint="give a time tar headers can hold, such as 2024-01-01T00:00:00Z",
         )
     return seconds
+
+
+def _source_date_epoch() -> str | None:
+    """SOURCE_DATE_EPOCH as the reproducible-builds spec defines it: unset, or a whole
+    number of seconds. Set but empty is malformed too, and would fail hatchling's wheel."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return None
+    if not (value.strip().isascii() and value.strip().isdigit()):
+        raise ConfigError(
+            f"SOURCE_DATE_EPOCH is {value!r}, not a whole number of seconds since the epoch",
+            hint="unset it, or give one such as `git log -1 --format=%ct` prints (hatchling "
+            "reads it too when it builds the wheel)",
+        )
+    return value.strip()
 
 
 def _parse_time(value: str, path: str, forms: str) -> datetime:

@@ -294,6 +294,28 @@ def test_malformed_source_date_epoch_is_a_config_error(monkeypatch):
         load_config(BASE, project_root=ROOT, environ={})
 
 
+@pytest.mark.parametrize("epoch", ["", "  ", "2024-01-01T00:00:00Z", "-5"])
+def test_source_date_epoch_set_but_not_seconds_is_a_config_error_even_when_unused(
+    monkeypatch, epoch
+):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    container = {"files-modification-time": "1700000000"}
+
+    with pytest.raises(ConfigError) as raised:
+        load_config({**BASE, "container": container}, project_root=ROOT, environ={})
+
+    assert f"SOURCE_DATE_EPOCH is {epoch!r}, not a whole number of seconds" in str(raised.value)
+    assert raised.value.hint is not None and "hatchling reads it too" in raised.value.hint
+
+
+def test_source_date_epoch_sets_the_files_time_when_no_key_does(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", " 1700000000\n")
+
+    config = load_config(BASE, project_root=ROOT, environ={})
+
+    assert config.container.files_modification_time == 1700000000
+
+
 def test_target_with_a_digest_is_refused():
     table = {**BASE, "to": {"image": "reg.io/app:1@sha256:" + "0" * 64}}
 
