@@ -39,9 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The measured child modes live apart, so that they import nothing of this harness.
 CHILD = Path(__file__).with_name("child.py")
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(CHILD.parent))
 
-from child import IN_PROCESS  # noqa: E402  (the path above finds it)
+from child import IN_PROCESS  # noqa: E402  (beside this script, so on the path already)
 
 if TYPE_CHECKING:
     from tests.support.registry import RunningRegistry
@@ -252,6 +251,8 @@ def layer_rows(label: str, tree: Path, work: Path, repeat: int, *, in_process=Fa
     reference = "tar \\| gzip -6 \\| sha256sum"
     rows = [Row(f"{label}: write one layer", median(ours), reference, median(theirs), "<= 1.0")]
     if in_process:
+        if any(run.in_process is None for run in ours):
+            raise SystemExit(f"the write-layer child printed no {IN_PROCESS!r} line")
         inside = [Run(run.in_process or 0.0, run.peak_mb) for run in ours]
         case = f"{label}: write one layer, in process"
         rows.append(Row(case, median(inside), reference, median(theirs), "<= 1.0"))

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import posixpath
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -660,6 +661,8 @@ def _creation_time(value: str | None, path: str) -> str:
 
 # Tar headers hold mtimes in 11 octal digits; later or negative times need PAX records.
 _MAX_MTIME = 8**11 - 1
+# 2107-12-31T23:59:59Z: zip's last time, and so of hatchling's wheel under SOURCE_DATE_EPOCH.
+_LAST_ZIP_TIME = 4_354_819_199
 
 
 def _mtime(value: str | None, path: str) -> int:
@@ -687,13 +690,21 @@ def _source_date_epoch() -> str | None:
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value is None:
         return None
-    if not (value.strip().isascii() and value.strip().isdigit()):
+    seconds = value.strip(string.whitespace)  # what int() allows around the digits
+    hint = (
+        "unset it, or give one such as `git log -1 --format=%ct` prints (hatchling reads it "
+        "too when it builds the wheel)"
+    )
+    if not (seconds.isascii() and seconds.isdigit()):
         raise ConfigError(
             f"SOURCE_DATE_EPOCH is {value!r}, not a whole number of seconds since the epoch",
-            hint="unset it, or give one such as `git log -1 --format=%ct` prints (hatchling "
-            "reads it too when it builds the wheel)",
+            hint=hint,
         )
-    return value.strip()
+    if int(seconds) > _LAST_ZIP_TIME:
+        raise ConfigError(
+            f"SOURCE_DATE_EPOCH is {value!r}, past 2107, which zip (a wheel) cannot hold", hint=hint
+        )
+    return seconds
 
 
 def _parse_time(value: str, path: str, forms: str) -> datetime:

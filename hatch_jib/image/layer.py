@@ -11,6 +11,7 @@ import sys
 import threading
 import zlib
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,16 +256,16 @@ def deflate_fingerprint() -> str:
 
 
 @functools.cache
-def _fingerprint(compressobj: object) -> str:
-    # Keyed by the compressor factory, so a deflate swapped in is probed anew.
+def _fingerprint(compressobj: Callable[..., Any]) -> str:
+    # Cached by the compressor factory, so a deflate swapped in is probed anew.
     words = (b"site-packages/", b"__init__.py", b"\0" * 9, b"0000644\0", b"import ", b"def ")
     probe, state = bytearray(), 1
     while len(probe) < 3 * _PROBE_PART:
         state = (state * 1103515245 + 12345) % 2**31  # a fixed LCG: the same probe everywhere
         probe += words[state % len(words)] + bytes([32 + state % 95])
     head, window = bytes(probe[: 2 * _PROBE_PART]), bytes(probe[_PROBE_PART : 2 * _PROBE_PART])
-    first = _deflate(head, b"", False)
-    second = _deflate(bytes(probe[2 * _PROBE_PART :]), window, True)
+    first = _deflate(head, b"", False, compressobj)
+    second = _deflate(bytes(probe[2 * _PROBE_PART :]), window, True, compressobj)
     return hashlib.sha256(first + second).hexdigest()[:16]
 
 
@@ -273,12 +274,15 @@ def layer_format() -> str:
     return f"{FORMAT_VERSION}/{deflate_fingerprint()}"
 
 
-def _deflate(block: bytes, window: bytes, last: bool) -> bytes:
+def _deflate(
+    block: bytes, window: bytes, last: bool, compressobj: Callable[..., Any] | None = None
+) -> bytes:
     """Raw deflate of one block, primed with the window before it."""
+    make = compressobj or zlib.compressobj
     if window:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=window)
+        compressor = make(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=window)
     else:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        compressor = make(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
     flush = zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
     return compressor.compress(block) + compressor.flush(flush)
 
@@ -319,14 +323,14 @@ def _with_parents(entries: tuple[LayerEntry, ...]) -> list[LayerEntry]:
     return [by_path[path] for path in sorted(by_path)]
 
 
-# TODO(#4): a tree of 10,000 tiny files takes 3.0 times as long as tar | gzip | sha256sum as
-# a whole process, 2.3 times in process. Reading the files costs 37 ms in bare system calls
-# (tar pays those too); hashing and rows 30 ms, the key and content-hash JSON 30 ms, the tar
-# headers 25 ms, all on this thread while gzip has the other core. The interpreter's start
-# and imports (50 ms) plus the bare reads already match tar's whole run, so no change to
-# the Python alone can reach 1.0. A checksum thread beside the deflate and a single pass
-# that hashes and tars gave nothing (both cores are busy), and reading on two threads is
-# slower (the GIL).
+# TODO(#4): a tree of 10,000 tiny files takes about 3 times as long as tar | gzip | sha256sum
+# as a whole process and about 2 to 2.3 times in process. In one run taken apart: the bare
+# system calls that read the files 37 ms (tar pays those too), hashing and rows 30 ms, the
+# key and content-hash JSON 30 ms, the tar headers 25 ms, all on this thread while gzip has
+# the other core. For the whole process, the interpreter's start and imports (50 ms) plus
+# the bare reads already match tar's whole run; in process, the interpreter's work per
+# file is what is left. A checksum thread beside the deflate and a single pass that hashes
+# and tars gave nothing (both cores are busy), and reading on two threads is slower (GIL).
 def _add(
     tar: _TarStream, entry: LayerEntry, row: _SelectorRow, mtime: int, hashes: ContentHashes
 ) -> None:

@@ -993,10 +993,17 @@ def git_revision(root: Path) -> str | None:
 
     The label is part of the image's config, so only the checkout decides it, not who
     builds: a checkout owned by another user (a CI container's) is read, where git would
-    refuse it as of dubious ownership, and `GIT_DIR` and the like cannot point elsewhere.
+    refuse it as of dubious ownership (an older git, which takes safe.directory only from
+    the global or system config, ignores this `-c` and still refuses), and `GIT_DIR` and the
+    like cannot point elsewhere; `GIT_CEILING_DIRECTORIES` may still stop the search for the
+    checkout. Reading HEAD runs none of the repository's commands.
     """
     command = ["git", "-c", "safe.directory=*", "-C", str(root), "rev-parse", "--verify", "-q"]
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("GIT_") or key == "GIT_CEILING_DIRECTORIES"
+    }
     try:
         completed = subprocess.run(
             [*command, "HEAD"],

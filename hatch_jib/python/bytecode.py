@@ -31,12 +31,12 @@ def should_compile(mode: str, target: TargetProfile) -> bool:
     fits = target.implementation == "cp" and sys.implementation.name == "cpython"
     fits = fits and host == target.python_version
     if fits:
-        # Patch releases fix the compiler too: 3.11.2 and 3.11.7 give `match` statements
+        # Patch releases fix the compiler too: 3.11.2 and 3.11.7 give a `match` statement
         # other column tables, so the release is what a user pins for equal digests.
         log.info(
-            "Compiling bytecode with CPython %s: another %s release may compile some modules "
-            "differently, and so give other layer digests",
-            "{}.{}.{}".format(*sys.version_info),
+            "Bytecode in the image comes from this CPython %s: another %s release may "
+            "compile some modules differently, and so give other layer digests",
+            sys.version.split()[0],
             host,
         )
         return True

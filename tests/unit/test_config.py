@@ -294,7 +294,9 @@ def test_malformed_source_date_epoch_is_a_config_error(monkeypatch):
         load_config(BASE, project_root=ROOT, environ={})
 
 
-@pytest.mark.parametrize("epoch", ["", "  ", "2024-01-01T00:00:00Z", "-5"])
+@pytest.mark.parametrize(
+    "epoch", ["", "  ", "2024-01-01T00:00:00Z", "-5", "\x1c17\x1c", "4354819200"]
+)
 def test_source_date_epoch_set_but_not_seconds_is_a_config_error_even_when_unused(
     monkeypatch, epoch
 ):
@@ -304,7 +306,7 @@ def test_source_date_epoch_set_but_not_seconds_is_a_config_error_even_when_unuse
     with pytest.raises(ConfigError) as raised:
         load_config({**BASE, "container": container}, project_root=ROOT, environ={})
 
-    assert f"SOURCE_DATE_EPOCH is {epoch!r}, not a whole number of seconds" in str(raised.value)
+    assert f"SOURCE_DATE_EPOCH is {epoch!r}," in str(raised.value)
     assert raised.value.hint is not None and "hatchling reads it too" in raised.value.hint
 
 

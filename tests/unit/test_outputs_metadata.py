@@ -98,6 +98,16 @@ def test_git_variables_of_the_environment_do_not_choose_the_revision(tmp_path, m
     assert revision is None
 
 
+def test_a_ceiling_directory_still_stops_the_search_for_the_checkout(tmp_path, monkeypatch):
+    _commit(tmp_path)
+    (tmp_path / "app").mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+
+    revision = git_revision(tmp_path / "app")
+
+    assert revision is None
+
+
 def test_outside_git_there_is_no_revision(tmp_path):
     assert git_revision(tmp_path) is None
     assert f"{PREFIX}.revision" not in project_metadata(project(tmp_path))

@@ -55,8 +55,8 @@ def test_compiling_names_the_python_release_that_the_pycs_depend_on(
 
     should_compile("auto", target(HOST))
 
-    release = "{}.{}.{}".format(*sys.version_info)
-    assert f"Compiling bytecode with CPython {release}: another {HOST} release" in caplog.text
+    release = sys.version.split()[0]
+    assert f"comes from this CPython {release}: another {HOST} release may" in caplog.text
 
 
 def test_always_fails_clearly_when_the_target_cannot_load_our_bytecode() -> None:
