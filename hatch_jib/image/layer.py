@@ -153,6 +153,7 @@ _SELECTOR_LOCKS_GUARD = threading.Lock()
 
 
 def _selector_lock(store: BlobStore, key: str) -> threading.Lock:
+    # A process keeps its locks: one a layer key, which is a sha256, so they stay small.
     name = (str(store.root), key)
     with _SELECTOR_LOCKS_GUARD:
         return _SELECTOR_LOCKS.setdefault(name, threading.Lock())

@@ -998,7 +998,7 @@ def git_revision(root: Path) -> str | None:
     like cannot point elsewhere; `GIT_CEILING_DIRECTORIES` may still stop the search for the
     checkout. Reading HEAD runs none of the repository's commands.
     """
-    command = ["git", "-c", "safe.directory=*", "-C", str(root), "rev-parse", "--verify", "-q"]
+    command = ["git", "-c", "safe.directory=*", "-C", str(root), "rev-parse", "-q", "--verify"]
     environment = {
         key: value
         for key, value in os.environ.items()
