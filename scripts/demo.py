@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,9 +51,13 @@ def main() -> int:
         return result.returncode
     finally:
         if args.keep:
+            pid = registry.process.pid if registry.process else "?"
             print(f"registry left running on {registry.host}; work dir {work}")
+            print(f"to stop it: kill {pid} && rm -rf {work}")
         else:
             registry.stop()
+            # The registry's storage, the cache and the unpacked image: a few hundred MB.
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,7 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
     base_ref = config.from_.image
     metadata = steps.project_metadata(plan.project)
     steps.warn_unless_stock_deflate()
+    steps.note_source_date_epoch(config)
 
     # Exit order matters: the pool's threads finish before the client and scratch go away.
     with contextlib.ExitStack() as stack:

@@ -97,6 +97,7 @@ __all__ = [
     "fetch_base_blob",
     "git_revision",
     "image_environment",
+    "note_source_date_epoch",
     "obtain_base_layers",
     "offline_blob_missing",
     "project_metadata",
@@ -189,6 +190,21 @@ def warn_unless_stock_deflate() -> None:
             "For digests that match across machines, build with a Python linked to stock zlib",
             zlib.ZLIB_RUNTIME_VERSION,
         )
+
+
+def note_source_date_epoch(config: JibConfig) -> None:
+    """Say so when SOURCE_DATE_EPOCH dates the files of every layer: a value that moves with
+    each commit gives every layer, dependencies too, new bytes to push."""
+    if "container.files-modification-time" in config.sources:
+        return
+    if os.environ.get("SOURCE_DATE_EPOCH") is None:
+        return
+    log.info(
+        "Files in the layers are dated %d, from SOURCE_DATE_EPOCH: another value rebuilds and "
+        "pushes every layer again; a fixed `tool.jib.container.files-modification-time` "
+        "keeps them reusable",
+        config.container.files_modification_time,
+    )
 
 
 def pull_base_image(

@@ -7,8 +7,10 @@ say why in its message; otherwise it is a regression.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import logging
 import os
 import tarfile
 import zlib
@@ -33,6 +35,7 @@ from hatch_jib.pipeline.steps import (
     AppLayers,
     BaseImage,
     assemble_image,
+    note_source_date_epoch,
     warn_unless_stock_deflate,
 )
 from hatch_jib.python.target import TargetProfile
@@ -128,6 +131,23 @@ def test_a_build_warns_that_another_deflate_gives_other_digests(monkeypatch, cap
     assert "build with a Python linked to stock zlib" in record.getMessage()
 
 
+def test_a_build_says_when_source_date_epoch_dates_every_layer(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    table = {"from": {"image": "registry.example/base/python:3.11"}}
+    dated = load_config(table, project_root=tmp_path, environ={})
+    fixed = load_config(
+        {**table, "container": {"files-modification-time": "1"}}, project_root=tmp_path, environ={}
+    )
+
+    note_source_date_epoch(fixed)
+    assert not caplog.records
+    note_source_date_epoch(dated)
+
+    assert "dated 1700000000, from SOURCE_DATE_EPOCH: another value rebuilds" in caplog.text
+    assert "`tool.jib.container.files-modification-time` keeps them reusable" in caplog.text
+
+
 def test_golden_layer_digest_is_pinned(tmp_path):
     layer = build_layer(_fixture_tree(tmp_path / "src", touch=1000), BlobStore(tmp_path / "c"))
 
@@ -146,6 +166,24 @@ def test_golden_config_and_manifest_digests_are_pinned(tmp_path):
     )
 
     assert (image.config.digest, image.digest) == (GOLDEN_CONFIG, GOLDEN_MANIFEST)
+
+
+def test_a_base_pinned_by_the_digest_its_tag_has_gives_the_same_image(tmp_path):
+    layer = build_layer(_fixture_tree(tmp_path / "src", touch=1000), BlobStore(tmp_path / "c"))
+    app = AppLayers((layer,), ("/app/.venv/bin/run",), TargetProfile("3.11", "/usr/bin/python3.11"))
+    tagged = _base()
+    pinned = dataclasses.replace(
+        tagged, reference=tagged.reference.with_digest(tagged.manifest_digest)
+    )
+    images = []
+    for base in (tagged, pinned):
+        table = {"from": {"image": str(base.reference)}}
+        config = load_config(table, project_root=tmp_path, version="1.0", environ={})
+
+        images.append(assemble_image(base, app, config, {"PATH": "/usr/bin"}))
+
+    assert "@sha256:" in str(pinned.reference)
+    assert images[0].manifest_bytes == images[1].manifest_bytes
 
 
 def test_same_tree_at_other_paths_with_other_times_gives_the_same_bytes(tmp_path):
