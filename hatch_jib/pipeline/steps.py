@@ -374,8 +374,10 @@ def fetch_base_blob(base: BaseImage, digest: str, store: BlobStore) -> Path:
 _DOWNLOADS = threading.Lock()
 
 
-def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
-    """Download every base layer into the cache (skipping cached ones), in parallel."""
+def obtain_base_layers(base: BaseImage, store: BlobStore, *, check: bool = True) -> list[Path]:
+    """Download every base layer into the cache (skipping cached ones), in parallel, and
+    unless told not to (the caller reads them whole anyway), check them against their
+    diff_ids."""
     digests = [layer.digest for layer in base.manifest.layers]
 
     # Target detection and a tar prefetch may both ask: the second waits and finds them cached.
@@ -396,19 +398,24 @@ def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
                 f"its manifest says {layer.size}",
                 hint="the base image's manifest is wrong; choose another base image or tag",
             )
-    _check_diff_ids(base, store)
+    if check:
+        _check_diff_ids(base, store)
     return [store.path(digest) for digest in digests]
 
 
-def _check_diff_ids(base: BaseImage, store: BlobStore) -> None:
-    """Each base layer unpacks to the diff_id its config lists; checked once per layer."""
+def _check_diff_ids(
+    base: BaseImage, store: BlobStore, read: Mapping[Path, str] | None = None
+) -> None:
+    """Each base layer unpacks to the diff_id its config lists; checked once per layer.
+    `read` holds the tar digests of layers the caller has read whole already."""
     diff_ids = (base.config.get("rootfs") or {}).get("diff_ids") or []
     # A count that disagrees is refused when the image is assembled.
     for layer, diff_id in zip(base.manifest.layers, diff_ids, strict=False):
         if store.read_record("diff-ids", layer.digest) == diff_id:
             continue
         cancel.checkpoint()
-        actual = _uncompressed_digest(store.path(layer.digest), layer.media_type)
+        path = store.path(layer.digest)
+        actual = (read or {}).get(path) or _uncompressed_digest(path, layer.media_type)
         if actual is None:
             log.debug("not checking the diff_id of %s (%s)", layer.digest, layer.media_type)
             continue
@@ -458,14 +465,19 @@ def detect_target_profile(
 
     layers: list[Path] = []
     if not _config_says_enough(base.config, overrides):
-        layers = obtain_base_layers(base, store)
+        # The scan reads each layer whole: the diff_ids are checked from what it read.
+        layers = obtain_base_layers(base, store, check=False)
+    tar_digests: dict[Path, str] = {}
     target = detect_target(
         base.config,
         layers,
         architecture=base.platform.architecture,
         variant=base.platform.variant,
         overrides=overrides,
+        tar_digests=tar_digests,
     )
+    if layers:
+        _check_diff_ids(base, store, tar_digests)
     store.write_record("targets", key, target.__dict__)
     return target
 

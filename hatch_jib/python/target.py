@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 from hatch_jib.errors import BuildError, ConfigError
 
@@ -156,15 +157,22 @@ def detect_target(
     architecture: str,
     variant: str | None = None,
     overrides: PythonOverrides | None = None,
+    tar_digests: dict[Path, str] | None = None,
 ) -> TargetProfile:
-    """Work out the target from the base image's config and layer blobs, without running them."""
+    """Work out the target from the base image's config and layer blobs, without running them.
+
+    The scan reads each gzip or plain layer whole, so `tar_digests`, when given, gets the
+    sha256 of each one's tar (its diff_id), which then needs no reading of its own.
+    """
     overrides = overrides or PythonOverrides()
     config = image_config.get("config") or {}
 
     # Read the layers once, bottom to top, keeping only the paths that tell us something.
     scan = _Scan()
     for layer in layers:
-        _scan_layer(layer, scan)
+        digest = _scan_layer(layer, scan)
+        if tar_digests is not None and digest is not None:
+            tar_digests[layer] = digest
 
     # Python: an override, then the image's own declaration, then what is on disk.
     env = _env_map(config.get("Env") or ())
@@ -188,18 +196,25 @@ def detect_target(
     return target
 
 
-def _scan_layer(layer: Path, scan: _Scan) -> None:
-    """Apply one layer's whiteouts, then record its interesting paths."""
+def _scan_layer(layer: Path, scan: _Scan) -> str | None:
+    """Apply one layer's whiteouts, then record its interesting paths; the sha256 of its tar
+    when it is gzip or plain, read whole on the way, else None."""
     import tarfile  # only when the target is not cached yet
+    import zlib
 
     added = _Scan()
     whiteouts: list[tuple[str, bool]] = []
     try:
-        # Stream mode: headers are read in order and file bodies are only read when asked.
-        with tarfile.open(layer, mode="r|*") as tar:
-            for member in tar:
-                _scan_member(tar, member, added, whiteouts)
-    except (tarfile.TarError, OSError, EOFError) as error:
+        with open(layer, "rb") as raw:
+            # Stream mode: headers are read in order, file bodies only when asked.
+            source = _HashedTar.of(raw)
+            mode: Literal["r|", "r|*"] = "r|" if source is not None else "r|*"
+            # Stream mode only reads its file object; typeshed asks for a whole file.
+            with tarfile.open(fileobj=source or raw, mode=mode) as tar:  # type: ignore[arg-type]
+                for member in tar:
+                    _scan_member(tar, member, added, whiteouts)
+            digest = source.finish() if source is not None else None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise BuildError(
             f"cannot read base image layer {layer.name}: {error}",
             hint="delete the cache directory to download the base image again",
@@ -212,6 +227,46 @@ def _scan_layer(layer: Path, scan: _Scan) -> None:
     scan.musl_loaders |= added.musl_loaders
     scan.glibc_sonames.update(added.glibc_sonames)
     scan.libc_records.update(added.libc_records)
+    return digest
+
+
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class _HashedTar:
+    """A gzip or plain layer's tar as tarfile reads it, with the sha256 of every byte."""
+
+    def __init__(self, stream: _Readable) -> None:
+        self._stream = stream
+        self._digest = hashlib.sha256()
+
+    @classmethod
+    def of(cls, raw: BinaryIO) -> _HashedTar | None:
+        """The tar in `raw` when it is gzip or plain (other compressions: None)."""
+        import gzip
+
+        head = raw.read(_USTAR_END)
+        raw.seek(0)
+        if head.startswith(b"\x1f\x8b"):
+            return cls(gzip.GzipFile(fileobj=raw, mode="rb"))
+        return cls(raw) if head[_USTAR_MAGIC] == b"ustar" else None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._digest.update(data)
+        return data
+
+    def finish(self) -> str:
+        """Read what tarfile left (the blocks after the end marker); the tar's digest."""
+        while self.read(_CHUNK):
+            pass
+        return "sha256:" + self._digest.hexdigest()
+
+
+_USTAR_MAGIC = slice(257, 262)
+_USTAR_END = 262
+_CHUNK = 1 << 20
 
 
 def _scan_member(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
+import lzma
 import tarfile
 from pathlib import Path
 from typing import cast
@@ -17,6 +19,7 @@ from hatch_jib.image.descriptor import Descriptor, MediaType
 from hatch_jib.image.manifest import Manifest
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import parse_reference
+from hatch_jib.pipeline import steps
 from hatch_jib.pipeline.steps import BaseImage, detect_target_profile
 from hatch_jib.python.target import PythonOverrides, TargetProfile, detect_target
 from hatch_jib.registry.client import RegistryClient
@@ -289,3 +292,76 @@ def test_target_recorded_by_an_older_hatch_jib_is_detected_again(tmp_path: Path)
 
     with pytest.raises(BuildError, match=r"base image has no python3\.12"):
         detect_target_profile(base, store, overrides)
+
+
+def _base_with(store: BlobStore, layer: Path, diff_id: str) -> BaseImage:
+    digest = store.put_file(layer)
+    manifest = Manifest(
+        MediaType.OCI_MANIFEST,
+        Descriptor(MediaType.OCI_CONFIG, "sha256:" + "0" * 64, 2),
+        (Descriptor(MediaType.OCI_LAYER_GZIP, digest, layer.stat().st_size),),
+    )
+    image_config = {"config": {}, "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    return BaseImage(
+        parse_reference("example.com/base:1"),
+        cast(RegistryClient, None),
+        manifest,
+        "sha256:" + "1" * 64,
+        image_config,
+        Platform("linux", "amd64"),
+    )
+
+
+DEBIAN = {"usr/bin/python3.11": b"\x7fELF", "var/lib/dpkg/status": DPKG_STATUS}
+
+
+def test_layers_read_for_the_target_are_checked_against_their_diff_ids_in_the_same_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BlobStore(tmp_path / "cache")
+    layer = make_layer(tmp_path / "debian.tar.gz", DEBIAN)
+    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer.read_bytes())).hexdigest()
+    base = _base_with(store, layer, diff_id)
+    unpacked: list[object] = []
+    real = steps._uncompressed_digest
+    monkeypatch.setattr(
+        steps, "_uncompressed_digest", lambda *args: unpacked.append(args) or real(*args)
+    )
+
+    target = detect_target_profile(base, store, PythonOverrides())
+
+    assert target.python_version == "3.11"
+    assert unpacked == []
+    assert store.read_record("diff-ids", base.manifest.layers[0].digest) == diff_id
+
+
+def test_a_layer_read_for_the_target_that_is_not_its_diff_id_is_refused(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "cache")
+    layer = make_layer(tmp_path / "debian.tar.gz", DEBIAN)
+    base = _base_with(store, layer, "sha256:" + "0" * 64)
+
+    with pytest.raises(BuildError) as raised:
+        detect_target_profile(base, store, PythonOverrides())
+
+    assert "unpacks to sha256:" in str(raised.value)
+    assert "its config lists diff_id sha256:" + "0" * 64 in str(raised.value)
+    assert not list((store.root / "targets").rglob("*.json"))  # nothing remembered
+
+
+@pytest.mark.parametrize("compression", ["gz", "", "xz"])
+def test_the_scan_gives_the_tar_digest_of_gzip_and_plain_layers(
+    tmp_path: Path, compression: str
+) -> None:
+    tar = gzip.decompress(make_layer(tmp_path / "layer", DEBIAN).read_bytes())
+    packed = {"gz": gzip.compress, "": bytes, "xz": lzma.compress}[compression](tar)
+    layer = tmp_path / "layer"
+    layer.write_bytes(packed)
+    digests: dict[Path, str] = {}
+
+    target = detect_target(config(), [layer], architecture="amd64", tar_digests=digests)
+
+    assert target.python_version == "3.11"
+    if compression == "xz":
+        assert digests == {}
+    else:
+        assert digests == {layer: "sha256:" + hashlib.sha256(tar).hexdigest()}
