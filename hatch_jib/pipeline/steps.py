@@ -1026,7 +1026,17 @@ def git_revision(root: Path) -> str | None:
     like cannot point elsewhere; `GIT_CEILING_DIRECTORIES` may still stop the search for the
     checkout. Reading HEAD runs none of the repository's commands.
     """
-    command = ["git", "-c", "safe.directory=*", "-C", str(root), "rev-parse", "-q", "--verify"]
+    command = [
+        "git",
+        "-c",
+        "safe.directory=*",
+        "-C",
+        str(root),
+        "rev-parse",
+        "-q",
+        "--verify",
+        "HEAD",
+    ]
     environment = {
         key: value
         for key, value in os.environ.items()
@@ -1034,7 +1044,7 @@ def git_revision(root: Path) -> str | None:
     }
     try:
         completed = subprocess.run(
-            [*command, "HEAD"],
+            command,
             capture_output=True,
             text=True,
             check=False,

@@ -265,43 +265,17 @@ def test_python_platform_for_an_architecture_uv_cannot_target_is_a_build_error()
         target.python_platform()
 
 
-def test_target_recorded_by_an_older_hatch_jib_is_detected_again(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "cache")
-    layer = make_layer(
-        tmp_path / "debian.tar.gz",
-        {"usr/bin/python3.11": b"\x7fELF", "var/lib/dpkg/status": DPKG_STATUS},
-    )
+def _base_with(store: BlobStore, layer: Path, diff_id: str | None = None) -> BaseImage:
+    """A base of one gzip layer; its config lists `diff_id`, or no diff_ids at all."""
     digest = store.put_file(layer)
     manifest = Manifest(
         MediaType.OCI_MANIFEST,
         Descriptor(MediaType.OCI_CONFIG, "sha256:" + "0" * 64, 2),
         (Descriptor(MediaType.OCI_LAYER_GZIP, digest, layer.stat().st_size),),
     )
-    base = BaseImage(
-        parse_reference("example.com/base:1"),
-        cast(RegistryClient, None),
-        manifest,
-        "sha256:" + "1" * 64,
-        {"config": {}},
-        Platform("linux", "amd64"),
-    )
-    overrides = PythonOverrides(version="3.12")
-    # Before python.version had to exist in the base, this base was recorded as this target.
-    old_key = json.dumps([base.manifest_digest, repr(overrides)])
-    store.write_record("targets", old_key, TargetProfile("3.12", "/usr/bin/python3.12").__dict__)
-
-    with pytest.raises(BuildError, match=r"base image has no python3\.12"):
-        detect_target_profile(base, store, overrides)
-
-
-def _base_with(store: BlobStore, layer: Path, diff_id: str) -> BaseImage:
-    digest = store.put_file(layer)
-    manifest = Manifest(
-        MediaType.OCI_MANIFEST,
-        Descriptor(MediaType.OCI_CONFIG, "sha256:" + "0" * 64, 2),
-        (Descriptor(MediaType.OCI_LAYER_GZIP, digest, layer.stat().st_size),),
-    )
-    image_config = {"config": {}, "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    image_config: dict[str, object] = {"config": {}}
+    if diff_id is not None:
+        image_config["rootfs"] = {"type": "layers", "diff_ids": [diff_id]}
     return BaseImage(
         parse_reference("example.com/base:1"),
         cast(RegistryClient, None),
@@ -313,6 +287,18 @@ def _base_with(store: BlobStore, layer: Path, diff_id: str) -> BaseImage:
 
 
 DEBIAN = {"usr/bin/python3.11": b"\x7fELF", "var/lib/dpkg/status": DPKG_STATUS}
+
+
+def test_target_recorded_by_an_older_hatch_jib_is_detected_again(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "cache")
+    base = _base_with(store, make_layer(tmp_path / "debian.tar.gz", DEBIAN))
+    overrides = PythonOverrides(version="3.12")
+    # Before python.version had to exist in the base, this base was recorded as this target.
+    old_key = json.dumps([base.manifest_digest, repr(overrides)])
+    store.write_record("targets", old_key, TargetProfile("3.12", "/usr/bin/python3.12").__dict__)
+
+    with pytest.raises(BuildError, match=r"base image has no python3\.12"):
+        detect_target_profile(base, store, overrides)
 
 
 def test_layers_read_for_the_target_are_checked_against_their_diff_ids_in_the_same_read(
