@@ -52,11 +52,22 @@ class Reference:
         return text
 
 
-def _fail(text: str, rule: str, *, key: str) -> ConfigError:
-    return ConfigError(
-        f"Invalid image reference {text!r} in `{key}`: {rule}",
-        hint="use the form [registry/]repository[:tag][@sha256:<64 hex>]",
-    )
+_FORM = "use the form [registry/]repository[:tag][@sha256:<64 hex>]"
+
+
+def _fail(text: str, rule: str, *, key: str, hint: str = _FORM) -> ConfigError:
+    return ConfigError(f"Invalid image reference {text!r} in `{key}`: {rule}", hint=hint)
+
+
+def _lower_case_hint(text: str, remainder: str, written: str) -> str | None:
+    """The reference as written with its repository in lower case, if that is all it lacks.
+
+    Registries refuse upper case in a repository name, while a host or a tag may have it.
+    """
+    lowered = remainder.removesuffix(written) + written.lower()
+    if not all(_COMPONENT.fullmatch(part) for part in written.lower().split("/")):
+        return None
+    return f"write the repository in lower case: {lowered + text[len(remainder) :]!r}"
 
 
 def parse_reference(text: str, *, key: str = "image") -> Reference:
@@ -95,6 +106,7 @@ def parse_reference(text: str, *, key: str = "image") -> Reference:
     else:
         registry, path = "docker.io", remainder
 
+    written = path
     # Docker Hub keeps official images under library/.
     if registry in _HUB_ALIASES:
         registry = DOCKER_HUB
@@ -107,6 +119,7 @@ def parse_reference(text: str, *, key: str = "image") -> Reference:
                 f"repository component {component!r} must be lower-case letters, digits "
                 "and single separators (. _ __ -)",
                 key=key,
+                hint=_lower_case_hint(text.strip(), remainder, written) or _FORM,
             )
     if len(path) > 255:
         raise _fail(text, "the repository name is longer than 255 characters", key=key)

@@ -55,6 +55,28 @@ def test_invalid_reference_names_the_rule_and_the_key(text, culprit):
     assert "tool.jib.to.image" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "suggested"),
+    [
+        ("REG.example.com/Team/App:V1", "'REG.example.com/team/app:V1'"),
+        ("MyApp", "'myapp'"),
+        (f"reg.io:5000/Org/app@{DIGEST}", f"'reg.io:5000/org/app@{DIGEST}'"),
+    ],
+)
+def test_upper_case_repository_is_refused_with_its_lower_case_form(text, suggested):
+    with pytest.raises(ConfigError) as caught:
+        parse_reference(text, key="tool.jib.to.image")
+
+    assert caught.value.hint == f"write the repository in lower case: {suggested}"
+
+
+def test_a_repository_that_lower_case_cannot_mend_gets_the_general_form():
+    with pytest.raises(ConfigError) as caught:
+        parse_reference("reg.io/App..x", key="tool.jib.to.image")
+
+    assert caught.value.hint.startswith("use the form [registry/]repository")
+
+
 def test_reference_with_credentials_is_refused_without_echoing_them():
     with pytest.raises(ConfigError) as caught:
         parse_reference("user:s3cret@127.0.0.1:5000/app", key="tool.jib.to.image")
