@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -32,6 +33,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["main", "parse_size"]
+
+log = logging.getLogger("hatch_jib")
 
 _BUILD_EXAMPLES = """\
 examples:
@@ -189,6 +192,9 @@ def _build(args: argparse.Namespace, debug: bool) -> int:
     if args.print_config:
         project, config = load_build_config(root, overrides=_overrides(args))
         check_project(project, config)
+        # The warnings a build would give, on stderr: stdout is the configuration alone.
+        for warning in config.warnings:
+            log.warning("%s", warning)
         sys.stdout.write(format_config(config))
         return EXIT_OK
     outputs = tuple(name for name in ("registry", "tar", "oci", "docker") if getattr(args, name))

@@ -100,6 +100,17 @@ def test_print_config_shows_sources_masks_secrets_and_builds_nothing(tmp_path):
     assert not (HELLO / "dist").exists()
 
 
+def test_print_config_warns_of_a_misspelt_variable_on_stderr_only():
+    env = {"JIB_FROM_IMAGE": "127.0.0.1:1/base:1", "JIB_TO_IMAGES": "127.0.0.1:1/app"}
+
+    done = hatch_jib("build", str(HELLO), "--print-config", env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert "JIB_TO_IMAGES is not a hatch-jib setting; did you mean JIB_TO_IMAGE?" in done.stderr
+    assert "JIB_TO_IMAGES" not in done.stdout
+    assert done.stdout.splitlines()[0].startswith("from.image = ")
+
+
 def test_cache_prune_reports_what_it_removed(tmp_path):
     store = BlobStore(tmp_path / "cache")
     old = store.put_bytes(b"old blob")
