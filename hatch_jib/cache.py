@@ -244,9 +244,12 @@ class BlobStore:
         os.replace(handle.name, path)
 
     def blobs(self) -> list[PrunedBlob]:
-        """Every stored blob with its size and when it was last written or read."""
+        """Every stored blob with its size and when it was last written or read. A file
+        not named by a digest (a `.DS_Store`, a sync tool's partial file) is not ours."""
         found = []
         for path in (self.root / "blobs" / "sha256").iterdir():
+            if _SHA256_HEX.fullmatch(path.name) is None:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 info = path.stat()
                 last_used = max(info.st_mtime, info.st_atime)
@@ -268,8 +271,9 @@ class BlobStore:
         holds the cache exclusively meanwhile. Records pointing at removed blobs stay: every
         reader verifies the blob and rebuilds or downloads it again.
         """
-        now = time.time() if now is None else now
         with cache_in_use(self.root, exclusive=True, timeout=wait):
+            # Ages count from when the prune runs, after any wait for builds.
+            now = time.time() if now is None else now
             report = _prune_blobs(self, older_than=older_than, max_size=max_size, now=now)
 
             # Temp files: every build holds the cache shared while it runs, so under this
@@ -277,10 +281,14 @@ class BlobStore:
             # leave hundreds of MB); where there is no lock, those a day old. Then the
             # records and local dependencies' wheels nobody used for as long (by access
             # time, which relatime moves about daily).
-            leftover = _remove_leftovers(self.tmp_dir, before=None if _CAN_LOCK else now - _DAY)
+            leftover = 0
+            if _inside_cache(self.tmp_dir):
+                before = None if _CAN_LOCK else now - _DAY
+                leftover = _remove_leftovers(self.tmp_dir, before=before)
             if older_than is not None:
                 for kind in (*RECORD_KINDS, LOCAL_WHEELS):
-                    _remove_old_files(self.root / kind, cutoff=now - older_than, by_use=True)
+                    if _inside_cache(self.root / kind):
+                        _remove_old_files(self.root / kind, cutoff=now - older_than, by_use=True)
         report = dataclasses.replace(report, leftover_bytes=leftover)
         self._verified.difference_update(blob.digest for blob in report.removed)
         # The CLI prints its own summary; this line is for library callers' logs.
@@ -392,9 +400,31 @@ def cache_in_use(root: Path, *, exclusive: bool = False, timeout: float = -1) ->
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def _inside_cache(directory: Path) -> bool:
+    """Whether prune may walk `directory`: a symlink in its place (`tmp -> /tmp`) would lead
+    it to remove another tree's files, so it is left alone, with a warning."""
+    try:
+        info = directory.lstat()
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        return True
+    kind = file_type_name(info.st_mode)
+    log.warning(
+        "cache: not pruning %s: it is %s, not a directory, and prune removes nothing outside"
+        " the cache; replace it with a directory",
+        directory,
+        kind,
+    )
+    return False
+
+
 def _prune_blobs(
     store: BlobStore, *, older_than: float | None, max_size: int | None, now: float
 ) -> PruneReport:
+    blobs_dir = store.root / "blobs" / "sha256"
+    if not (_inside_cache(store.root / "blobs") and _inside_cache(blobs_dir)):
+        return PruneReport(removed=(), kept=0, kept_bytes=0)
     blobs = sorted(store.blobs(), key=lambda blob: blob.last_used)
     removed: list[PrunedBlob] = []
     kept: list[PrunedBlob] = []

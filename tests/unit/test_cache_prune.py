@@ -80,6 +80,24 @@ def test_prune_proceeds_once_the_build_releases_the_cache(store):
     assert [blob.digest for blob in report.removed] == [digest]
 
 
+def test_prune_counts_ages_from_when_it_runs_not_from_when_it_began_to_wait(store):
+    digest = store.put_bytes(b"written just before the prune was asked for")
+    held = threading.Event()
+
+    def build() -> None:
+        with cache_in_use(store.root):
+            held.set()
+            time.sleep(1.5)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    held.wait()
+    report = store.prune(older_than=1.0, wait=10)
+    thread.join()
+
+    assert [blob.digest for blob in report.removed] == [digest]
+
+
 def test_prune_removes_what_a_killed_build_left_in_the_temp_directory(store):
     left = store.tmp_dir / "blob-abc123"
     left.write_bytes(b"half a layer")
@@ -258,6 +276,37 @@ def test_prune_by_age_drops_old_local_dependency_wheels_and_their_directories(st
 
     assert not old.parent.exists()
     assert fresh.is_file()
+
+
+@pytest.mark.parametrize("entry", ["tmp", "selectors", "local-wheels", "blobs/sha256"])
+def test_prune_never_follows_a_symlink_out_of_the_cache(store, tmp_path, caplog, entry):
+    outside = tmp_path / "elsewhere"
+    (outside / "sub").mkdir(parents=True)
+    names = ["tmpfile.txt", "build-notes", "blob-1", "sub/old.json", "a" * 64]
+    for name in names:
+        (outside / name).write_text("not the cache's")
+        os.utime(outside / name, (NOW - 99 * DAY, NOW - 99 * DAY))
+    target = store.root / entry
+    if target.exists():
+        shutil.rmtree(target)
+    target.symlink_to(outside)
+
+    store.prune(older_than=DAY, max_size=0, now=NOW)
+
+    assert all((outside / name).read_text() == "not the cache's" for name in names)
+    assert f"not pruning {target}: it is a symlink" in caplog.text
+
+
+def test_prune_leaves_a_file_in_the_blob_directory_that_is_not_named_by_a_digest(store):
+    stray = store.root / "blobs" / "sha256" / ".DS_Store"
+    stray.write_bytes(b"Finder")
+    os.utime(stray, (NOW - 99 * DAY, NOW - 99 * DAY))
+    kept = put(store, b"kept", age_days=1)
+
+    report = store.prune(older_than=30 * DAY, now=NOW)
+
+    assert stray.read_bytes() == b"Finder"
+    assert (report.removed, report.kept) == ((), 1) and store.has(kept)
 
 
 def test_store_refuses_a_record_kind_that_prune_would_not_know(store):
