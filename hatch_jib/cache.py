@@ -189,27 +189,43 @@ class BlobStore:
         return path.read_bytes()
 
     # Small JSON records (selectors, resolved dependency sets) keyed by a string. Each file
-    # is the JSON, a newline and the JSON's sha256: a layer's diff_id or size read from a
-    # damaged record would be pushed in a manifest that does not match its blobs.
+    # is the JSON, a newline and a sha256 of the JSON and of where the record is filed: a
+    # layer's diff_id or size read from a damaged record, or from another key's record
+    # copied over it, would be pushed in a manifest that does not match its blobs.
     def read_record(self, kind: str, key: str) -> Any | None:
         """The record's value; None if there is none, or it is damaged (with a warning)."""
         path = self._record_path(kind, key)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        raw = self._record_bytes(kind, path)
+        if raw is None:
             return None
-        payload, newline, checksum = raw.rpartition(b"\n")
-        if not newline:
-            return None  # written before records carried a checksum, or cut short
-        if hashlib.sha256(payload).hexdigest().encode() != checksum:
-            log.warning("cache: dropping damaged %s record %s (its checksum is wrong)", kind, path)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        payload, _, checksum = raw.rpartition(b"\n")
+        if checksum != _record_checksum(path, payload):
+            if checksum == hashlib.sha256(payload).hexdigest().encode():
+                return None  # an older hatch-jib's, whose checksum left out the key
+            _drop_record(kind, path, "its checksum is wrong: it is damaged, or another key's")
             return None
         try:
             return json.loads(payload)
         except (ValueError, RecursionError):
             return None  # the checksum holds, so whoever wrote it wrote it so: not ours
+
+    def _record_bytes(self, kind: str, path: Path) -> bytes | None:
+        """A record file's bytes; None, with a warning, if it is no regular file or too big
+        for a record: a FIFO would never answer, /dev/zero never end."""
+        try:
+            fd, info = open_regular_file(path)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            _drop_record(kind, path, error.strerror or str(error))
+            return None
+        with open(fd, "rb") as handle:
+            if info.st_size > _MAX_RECORD:
+                _drop_record(kind, path, f"it has {info.st_size} bytes, more than any record")
+                return None
+            return handle.read(_MAX_RECORD)
 
     def load_record(self, kind: str, key: str, parse: Callable[[Any], _T]) -> _T | None:
         """The record made into objects by `parse`; None, with a warning, if it has another
@@ -240,7 +256,7 @@ class BlobStore:
         with tempfile.NamedTemporaryFile(
             "wb", dir=self.tmp_dir, prefix=_RECORD_PREFIX, delete=False
         ) as handle:
-            handle.write(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+            handle.write(payload + b"\n" + _record_checksum(path, payload))
         os.replace(handle.name, path)
 
     def blobs(self) -> list[PrunedBlob]:
@@ -307,6 +323,27 @@ class BlobStore:
             raise ValueError(f"record kind {kind!r} is not in RECORD_KINDS, so prune misses it")
         name = hashlib.sha256(key.encode()).hexdigest()
         return self.root / kind / name[:2] / f"{name}.json"
+
+
+# Far above any record a build writes: the content hashes of a million files take 200 MB.
+_MAX_RECORD = 1 << 30
+
+
+def _record_checksum(path: Path, payload: bytes) -> bytes:
+    """The sha256 of a record's JSON after its kind and the hash of its key, which its path
+    holds: a whole record copied under another key fails it like a damaged one."""
+    where = f"{path.parent.parent.name}/{path.stem}\n".encode()
+    return hashlib.sha256(where + payload).hexdigest().encode()
+
+
+def _drop_record(kind: str, path: Path, reason: str) -> None:
+    log.warning("cache: dropping damaged %s record %s (%s)", kind, path, reason)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("cache: cannot remove %s (%s); remove it by hand", path, error.strerror)
 
 
 # --- pruning ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hatch_jib import cache as cache_module
 from hatch_jib import cancel, progress
 from hatch_jib.build import build_project
 from hatch_jib.errors import BuildError
@@ -195,7 +196,7 @@ def test_a_record_of_another_shape_is_ignored_with_a_warning(tmp_path, base_imag
     # Written as the store writes, checksum and all, as another hatch-jib might have.
     for path in (cache / kind).rglob("*.json"):
         payload = json.dumps({"x": 1}).encode()
-        path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+        path.write_bytes(payload + b"\n" + cache_module._record_checksum(path, payload))
     if kind == "selectors":
         shutil.rmtree(cache / "installed-layers")  # so that the selectors are read
     again = jib(project, "--tar", env=env)

@@ -211,6 +211,47 @@ def test_record_cut_short_or_in_the_old_format_reads_as_none(tmp_path, cut):
     assert store.read_record("targets", "key") is None
 
 
+def test_a_record_copied_over_another_keys_record_is_dropped_with_a_warning(tmp_path, caplog):
+    store = BlobStore(tmp_path / "cache")
+    store.write_record("selectors", "code", {"digest": "sha256:" + "1" * 64, "size": 10})
+    store.write_record("selectors", "resources", {"digest": "sha256:" + "2" * 64, "size": 20})
+    resources = store._record_path("selectors", "resources")
+    resources.write_bytes(store._record_path("selectors", "code").read_bytes())
+
+    found = store.read_record("selectors", "resources")
+
+    assert found is None and not resources.exists()
+    assert f"dropping damaged selectors record {resources}" in caplog.text
+
+
+def test_an_older_hatch_jibs_record_reads_as_none_without_a_warning(tmp_path, caplog):
+    store = BlobStore(tmp_path / "cache")
+    path = store._record_path("targets", "key")
+    path.parent.mkdir(parents=True)
+    payload = b'{"python_version": "3.11"}'
+    path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+
+    assert store.read_record("targets", "key") is None
+    assert "cache:" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_record_that_is_no_regular_file_is_dropped_not_read(tmp_path, caplog, kind):
+    store = BlobStore(tmp_path / "cache")
+    path = store._record_path("resolutions", "key")
+    path.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    elif kind == "device":
+        path.symlink_to("/dev/zero")  # reading it would never end
+    else:
+        path.mkdir()
+
+    assert store.read_record("resolutions", "key") is None
+    assert f"dropping damaged resolutions record {path}" in caplog.text
+    assert not path.is_symlink() and path.exists() == (kind == "directory")
+
+
 def test_record_of_another_shape_loads_as_none_with_a_warning(tmp_path, caplog):
     store = BlobStore(tmp_path / "cache")
     store.write_record("targets", "key", ["not", "a", "table"])
@@ -246,7 +287,7 @@ def test_a_good_copy_renamed_in_while_a_corrupt_one_is_read_is_kept(tmp_path, mo
 def _write_checksummed(path, payload: bytes) -> None:
     """A record file as the store writes it, with whatever payload."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+    path.write_bytes(payload + b"\n" + cache_module._record_checksum(path, payload))
 
 
 def test_record_with_a_good_checksum_but_no_json_reads_as_none(tmp_path):
