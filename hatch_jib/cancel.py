@@ -1,20 +1,24 @@
 """Cooperative cancellation: when one step of a build fails, its other threads stop soon.
 
 A thread cannot be interrupted from outside, only asked. The runner opens a `scope`; code
-that runs long (a layer's files, a download's chunks, a wheel's files) calls `checkpoint()`,
-which raises `Cancelled` once the scope is cancelled. Work handed to another thread carries
-the scope with it through `bind`.
+that runs long (a layer's files, a download's or an upload's chunks, a wheel's files) calls
+`checkpoint()`, which raises `Cancelled` once the scope is cancelled, and waits between
+retries with `sleep`, which a cancellation cuts short. Work handed to another thread carries
+the scope with it through `bind`, or runs in a `CancellingPool`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["Cancelled", "bind", "checkpoint", "scope"]
+__all__ = ["Cancelled", "CancellingPool", "bind", "checkpoint", "scope", "sleep"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,3 +59,70 @@ def bind(fn: Callable[P, T]) -> Callable[P, T]:
             _CURRENT.reset(token)
 
     return run
+
+
+def sleep(seconds: float) -> None:
+    """`time.sleep` that a cancellation of the current build cuts short with `Cancelled`."""
+    event = _CURRENT.get()
+    if event is None:
+        time.sleep(seconds)
+    elif event.wait(seconds):
+        raise Cancelled("the build was cancelled")
+
+
+class CancellingPool:
+    """Threads for work beside the caller's, where the first failure cancels the rest.
+
+    Tasks run under the caller's scope, or a new one when there is none, so a failure in a
+    task or in the thread that owns the pool (Ctrl-C) cancels the whole build: tasks not
+    yet started never start, and running ones stop at their next checkpoint. Every task is
+    waited for, so no thread outlives the pool, and only the first real error is raised.
+    """
+
+    def __init__(self, workers: int, *, name: str) -> None:
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self._futures: list[Future[Any]] = []
+        self._event = _CURRENT.get() or threading.Event()
+        self._scope = scope(self._event)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future = self._executor.submit(bind(fn), *args)
+        future.add_done_callback(self._cancel_on_failure)
+        self._futures.append(future)
+        return future
+
+    def wait_all(self) -> None:
+        """Wait for every task; raise the first failure, or `Cancelled` if the build was."""
+        concurrent.futures.wait(self._futures)
+        failure = self._first_failure()
+        if failure is not None:
+            raise failure
+        checkpoint()
+
+    def _cancel_on_failure(self, future: Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._event.set()
+
+    def _first_failure(self) -> BaseException | None:
+        """The first task's error that is not just a consequence of the cancellation."""
+        for future in self._futures:
+            if future.done() and not future.cancelled():
+                error = future.exception()
+                if error is not None and not isinstance(error, Cancelled):
+                    return error
+        return None
+
+    def __enter__(self) -> CancellingPool:
+        self._scope.__enter__()
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self._event.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._scope.__exit__(None, None, None)
+        # A checkpoint here raised only because a task failed: report that task's error.
+        if isinstance(exc, Cancelled):
+            failure = self._first_failure()
+            if failure is not None:
+                raise failure

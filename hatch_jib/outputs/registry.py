@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from hatch_jib import progress
+from hatch_jib import cancel, progress
 from hatch_jib.image.descriptor import human_size, short_digest
 from hatch_jib.image.image import BuiltImage, ImageIndex, ImageLayer
 from hatch_jib.image.reference import Reference
@@ -58,15 +57,14 @@ def push_image(
         )
 
     configs = {image.config.digest: image.config for image in built.images}
-    with ThreadPoolExecutor(MAX_CONNECTIONS) as pool:
+    # The first blob that fails, or Ctrl-C, stops the other uploads at their next chunk.
+    with cancel.CancellingPool(MAX_CONNECTIONS, name="jib-push") as pool:
         # Configs go up beside the layers: only the manifests have to wait for every blob.
-        config_pushes = [
+        for config in configs.values():
             pool.submit(_push_blob, client, config.digest, config.size, "config", blob_path, None)
-            for config in configs.values()
-        ]
-        results = list(pool.map(push_layer, layers.values()))
-        for pushed in config_pushes:
-            pushed.result()
+        layer_pushes = [pool.submit(push_layer, layer) for layer in layers.values()]
+        pool.wait_all()
+    results = [pushed.result() for pushed in layer_pushes]
 
     # Children of an index by digest first; the tags last.
     if isinstance(built, ImageIndex):

@@ -7,8 +7,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -176,7 +175,7 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
                 cred_helper=config.from_.cred_helper,
             )
         )
-        pool = stack.enter_context(_StepPool())
+        pool = stack.enter_context(cancel.CancellingPool(4, name="jib-step"))
         wheel = pool.submit(steps.build_project_wheel, plan.project, scratch / "wheel", store)
         pulls = [
             pool.submit(
@@ -215,63 +214,6 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
     if len(images) == 1:
         return images[0]
     return steps.assemble_index(images, image_format=image_format, annotations=metadata)
-
-
-class _StepPool:
-    """A small pool for steps that run beside the main line of the build.
-
-    The first failure, in a step or in the thread that owns the pool, cancels the rest:
-    steps not yet started never start, running ones stop at their next checkpoint, and all
-    are waited for, so no thread outlives the build. Only the first real error is raised.
-    """
-
-    def __init__(self, workers: int = 4) -> None:
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="jib-step")
-        self._futures: list[Future[Any]] = []
-        self._cancel = threading.Event()
-        self._scope = cancel.scope(self._cancel)
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        future = self._executor.submit(cancel.bind(fn), *args)
-        future.add_done_callback(self._cancel_on_failure)
-        self._futures.append(future)
-        return future
-
-    def wait_all(self) -> None:
-        """Wait for every step; raise the first failure."""
-        for future in self._futures:
-            future.exception()
-        failure = self._first_failure()
-        if failure is not None:
-            raise failure
-
-    def _cancel_on_failure(self, future: Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self._cancel.set()
-
-    def _first_failure(self) -> BaseException | None:
-        """The first step's error that is not just a consequence of the cancellation."""
-        for future in self._futures:
-            if future.done() and not future.cancelled():
-                error = future.exception()
-                if error is not None and not isinstance(error, cancel.Cancelled):
-                    return error
-        return None
-
-    def __enter__(self) -> _StepPool:
-        self._scope.__enter__()
-        return self
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if exc is not None:
-            self._cancel.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._scope.__exit__(None, None, None)
-        # A checkpoint here raised only because a step failed: report that step's error.
-        if isinstance(exc, cancel.Cancelled):
-            failure = self._first_failure()
-            if failure is not None:
-                raise failure
 
 
 def _build_platform(

@@ -12,7 +12,6 @@ import base64
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -28,7 +27,13 @@ from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import DigestMismatch, MediaType, check_digest, sha256_digest
 from hatch_jib.registry.auth import Authenticator, repository_scope, unauthorized_hint
 from hatch_jib.registry.credentials import Credential
-from hatch_jib.registry.transport import Body, Transport, TransportOptions, origin_of
+from hatch_jib.registry.transport import (
+    Body,
+    Transport,
+    TransportOptions,
+    origin_of,
+    retry_after,
+)
 
 __all__ = ["MANIFEST_ACCEPT", "PulledManifest", "RegistryClient"]
 
@@ -177,7 +182,7 @@ class RegistryClient:
                 if attempt == attempts - 1:
                     raise self._download_error(digest, error) from error
                 log.info("%s: download of %s broke off (%s); retrying", self._where, digest, error)
-                time.sleep(min(8.0, 0.5 * 2**attempt))
+                cancel.sleep(min(8.0, 0.5 * 2**attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def mount_blob(self, digest: str, from_repository: str) -> bool:
@@ -236,13 +241,18 @@ class RegistryClient:
                     return
                 if attempt == attempts - 1:
                     raise failure.error from failure
+                # A registry that says when to come back (429, 503) is taken at its word.
+                delay = failure.retry_after
+                if delay is None:
+                    delay = min(8.0, 0.5 * 2**attempt)
                 log.info(
-                    "%s: upload of %s failed (%s); restarting it in a new session",
+                    "%s: upload of %s failed (%s); restarting it in a new session in %.1fs",
                     self._where,
                     digest,
                     failure.reason,
+                    delay,
                 )
-            time.sleep(min(8.0, 0.5 * 2**attempt))
+                cancel.sleep(delay)
 
     def put_manifest(self, identifier: str, data: bytes, media_type: str) -> str:
         """Push a manifest or index under a tag or its digest; returns its digest."""
@@ -368,6 +378,18 @@ class RegistryClient:
         with self._lock:
             opened = self._open_sessions.pop(digest, None)
         location, min_chunk = opened or self._start_upload(what)
+        try:
+            self._send_blob(location, min_chunk, digest, size, path)
+        except _SessionFailed as failure:
+            # A registry that answered keeps a broken session until it expires: end it now,
+            # with one request, so that a registry in trouble does not slow the retry.
+            if failure.error.code != "UNREACHABLE":
+                self._cancel_upload(failure.location or location, once=True)
+            raise
+
+    def _send_blob(self, location: str, min_chunk: int, digest: str, size: int, path: Path) -> None:
+        """The bytes of one session, whole or in chunks, and the closing PUT."""
+        what = f"blob {digest}"
         chunk = self._chunk_size(size, min_chunk)
 
         # Monolithic: the bytes travel with the closing PUT.
@@ -380,20 +402,24 @@ class RegistryClient:
 
         # Chunked: each PATCH answers with the Location for the next request.
         offset = 0
-        while offset < size:
-            length = min(chunk, size - offset)
+        try:
+            while offset < size:
+                length = min(chunk, size - offset)
+                response = self._upload_request(
+                    "PATCH", location, what, path, offset, length, digest=digest
+                )
+                with closing(response):
+                    self._check_upload_step(response, f"PATCH {what}", (202,))
+                    self._check_range(response, offset + length, f"PATCH {what}")
+                location = self._next_location(response, location)
+                offset += length
             response = self._upload_request(
-                "PATCH", location, what, path, offset, length, digest=digest
+                "PUT", _with_digest(location, digest), what, path, size, 0, digest=digest, last=True
             )
-            with closing(response):
-                self._check_upload_step(response, f"PATCH {what}", (202,))
-                self._check_range(response, offset + length, f"PATCH {what}")
-            location = self._next_location(response, location)
-            offset += length
-        response = self._upload_request(
-            "PUT", _with_digest(location, digest), what, path, size, 0, digest=digest, last=True
-        )
-        self._finish_upload(response, digest, what)
+            self._finish_upload(response, digest, what)
+        except _SessionFailed as failure:
+            failure.location = location  # the session's latest address
+            raise
 
     def _chunk_size(self, size: int, min_chunk: int) -> int | None:
         """Bytes per PATCH, or None for a monolithic upload."""
@@ -456,7 +482,12 @@ class RegistryClient:
         if _retryable(response) or error.code in _RESTART_CODES:
             # A 5xx after the closing PUT may come from a proxy after the blob was stored.
             reason = f"HTTP {response.status_code} {error.code}"
-            raise _SessionFailed(error, reason, ambiguous=ambiguous and response.status_code >= 500)
+            raise _SessionFailed(
+                error,
+                reason,
+                ambiguous=ambiguous and response.status_code >= 500,
+                retry_after=retry_after(response),
+            )
         raise error
 
     def _check_range(self, response: httpx.Response, received: int, action: str) -> None:
@@ -491,9 +522,9 @@ class RegistryClient:
             )
         return self._resolve(location, path), _min_chunk(response)
 
-    def _cancel_upload(self, url: str) -> None:
+    def _cancel_upload(self, url: str, *, once: bool = False) -> None:
         try:
-            self._request("DELETE", url, what="upload session").close()
+            self._request("DELETE", url, what="upload session", idempotent=not once).close()
         except RegistryError as error:
             log.debug("%s: could not cancel upload %s: %s", self._where, url, error.message)
 
@@ -595,11 +626,20 @@ class _Corrupt(Exception):
 class _SessionFailed(Exception):
     """An upload session broke in a way a new session may fix."""
 
-    def __init__(self, error: RegistryError, reason: str, *, ambiguous: bool) -> None:
+    def __init__(
+        self,
+        error: RegistryError,
+        reason: str,
+        *,
+        ambiguous: bool,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(reason)
         self.error = error
         self.reason = reason
         self.ambiguous = ambiguous  # the blob may have been stored: HEAD before retrying
+        self.retry_after = retry_after  # seconds the registry asked to wait, if it did
+        self.location: str | None = None  # where the session is, once a PATCH moved it
 
 
 def _min_chunk(response: httpx.Response) -> int:
@@ -705,10 +745,12 @@ def _with_digest(location: str, digest: str) -> str:
 
 
 def _file_chunks(path: Path, offset: int, length: int) -> Iterator[bytes]:
-    """`length` bytes of `path` from `offset`, read lazily in pieces."""
+    """`length` bytes of `path` from `offset`, read lazily in pieces; a cancelled build
+    stops between two of them, breaking off the request that sends them."""
     with open(path, "rb") as handle:
         handle.seek(offset)
         while length > 0 and (chunk := handle.read(min(_CHUNK, length))):
+            cancel.checkpoint()
             length -= len(chunk)
             yield chunk
 

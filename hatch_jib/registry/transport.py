@@ -25,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from hatch_jib import cancel
 from hatch_jib.errors import ConfigError, RegistryError
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "origin_of",
     "redact_headers",
     "redact_url",
+    "retry_after",
     "tls_context",
 ]
 
@@ -311,11 +313,11 @@ class Transport:
         return response
 
     def _sleep(self, attempt: int, response: httpx.Response | None, why: str) -> None:
-        delay = _retry_after(response) if response is not None else None
+        delay = retry_after(response) if response is not None else None
         if delay is None:
             delay = min(8.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2)
         log.info("%s; retrying in %.1fs", why, delay)
-        time.sleep(delay)
+        cancel.sleep(delay)
 
     def _unreachable(self, error: httpx.TransportError, url: str) -> RegistryError:
         if _caused_by(error, ssl.SSLCertVerificationError):
@@ -443,7 +445,7 @@ def _retryable_error(error: httpx.TransportError) -> bool:
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
     """Seconds from `Retry-After` (delta or HTTP date), capped; None when absent."""
     value = response.headers.get("Retry-After")
     if not value:

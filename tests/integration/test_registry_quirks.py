@@ -153,8 +153,11 @@ def test_failed_upload_put_restarts_the_session_and_keeps_the_location_query(
         f"/v2/team/app/blobs/uploads/two?_state=s%2B1&digest={digest}",
     ]
     assert [r.body for r in registry.seen if r.method == "PUT"] == [blob, blob]
-    # A 500 after the PUT is ambiguous: the blob was looked for before the new session.
-    assert [r.method for r in registry.seen][1:] == ["POST", "PUT", "HEAD", "POST", "PUT"]
+    # The broken session is ended, and as a 500 after the PUT is ambiguous, the blob is looked
+    # for before the new session.
+    assert [r.method for r in registry.seen][1:] == ["POST", "PUT", "DELETE", "HEAD", "POST", "PUT"]
+    [deleted] = [r.path for r in registry.seen if r.method == "DELETE"]
+    assert deleted == "/v2/team/app/blobs/uploads/one?_state=s%2B1"
 
 
 def test_failing_post_opens_a_bounded_number_of_new_sessions_each_sent_once(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +322,61 @@ def test_config_goes_up_beside_the_layers_and_the_manifest_after_every_blob(
     puts = [urlsplit(request.path).path for request in server.requests("PUT")]
     assert puts[-1] == "/v2/team/app/manifests/v1"
     assert all("/manifests/" not in path for path in puts[:-1])
+
+
+def test_a_blob_that_fails_stops_the_other_uploads_and_no_manifest_is_pushed(
+    tmp_path: Path,
+) -> None:
+    layer, config = bytes(range(256)) * 2, b'{"architecture": "amd64"}'
+    paths = {}
+    for data in (layer, config):
+        paths[sha256_digest(data)] = tmp_path / sha256_digest(data).replace(":", "-")
+        paths[sha256_digest(data)].write_bytes(data)
+    patches_when_config_failed: list[int] = []
+
+    def slow_layer_refused_config(request: Seen, n: int) -> Reply | None:
+        digest = parse_qs(urlsplit(request.path).query).get("digest", [""])[0]
+        if request.method == "PUT" and digest == sha256_digest(config):
+            patches_when_config_failed.append(emulator.counts.get("PATCH", 0))
+            return 403, {}, _errors("DENIED")
+        if request.method == "PATCH":
+            time.sleep(0.05)  # 128 chunks of 4 bytes: about 6 s if nothing stopped the layer
+        return None
+
+    emulator = UploadRegistry(fault=slow_layer_refused_config)
+    options = TransportOptions(timeout=20.0, max_retries=0, upload_chunk_size=4)
+    with (
+        fake_registry(emulator) as server,
+        RegistryClient(server.host, "team/app", credential=None, options=options) as c,
+    ):
+        target = parse_reference(f"{server.host}/team/app")
+        with pytest.raises(RegistryError) as caught:
+            push_image(
+                _image(layer, config), client=c, target=target, tags=["v1"], blob_path=paths.get
+            )
+
+    assert caught.value.code == "DENIED"
+    # The layer stopped at its next chunk instead of sending the other hundred or so.
+    assert emulator.counts["PATCH"] <= patches_when_config_failed[0] + 2 < 64
+    assert all("/manifests/" not in request.path for request in server.seen)
+
+
+def test_a_restarted_upload_waits_as_long_as_the_registrys_retry_after(blob_file: Path) -> None:
+    posts: list[float] = []
+
+    def rate_limited_once(request: Seen, n: int) -> Reply | None:
+        if request.method == "POST":
+            posts.append(time.monotonic())
+        if request.method == "PUT" and n == 1:
+            return 429, {"Retry-After": "2"}, _errors("TOOMANYREQUESTS")
+        return None
+
+    emulator = UploadRegistry(fault=rate_limited_once)
+
+    upload(emulator, blob_file, chunk=None)
+
+    assert emulator.blobs == {DIGEST: BLOB}
+    assert len(posts) == 2 and posts[1] - posts[0] >= 1.9
 
 
 def _image(layer: bytes, config: bytes) -> Image:

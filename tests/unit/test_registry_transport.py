@@ -17,10 +17,10 @@ from hatch_jib.registry.client import _with_digest
 from hatch_jib.registry.transport import (
     Transport,
     TransportOptions,
-    _retry_after,
     is_loopback,
     redact_headers,
     redact_url,
+    retry_after,
     tls_context,
 )
 
@@ -98,11 +98,11 @@ def test_retry_after_accepts_seconds_and_dates_and_is_capped() -> None:
     def answer(value: str) -> httpx.Response:
         return httpx.Response(429, headers={"Retry-After": value})
 
-    assert _retry_after(answer("3")) == 3.0
-    assert _retry_after(answer("100000")) == 60.0
-    assert _retry_after(answer("Wed, 21 Oct 2015 07:28:00 GMT")) == 0.0
-    assert _retry_after(answer("soon")) is None
-    assert _retry_after(httpx.Response(429)) is None
+    assert retry_after(answer("3")) == 3.0
+    assert retry_after(answer("100000")) == 60.0
+    assert retry_after(answer("Wed, 21 Oct 2015 07:28:00 GMT")) == 0.0
+    assert retry_after(answer("soon")) is None
+    assert retry_after(httpx.Response(429)) is None
 
 
 @pytest.mark.parametrize(

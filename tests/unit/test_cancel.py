@@ -1,0 +1,73 @@
+"""Cooperative cancellation: the first failure, or Ctrl-C in the owning thread, stops the rest."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from hatch_jib import cancel
+
+
+def _work_until_cancelled(started: threading.Event, checks: list[int]) -> None:
+    started.set()
+    for _ in range(500):  # 5 s if nothing cancels it
+        cancel.checkpoint()
+        checks.append(1)
+        time.sleep(0.01)
+
+
+def test_the_first_failure_stops_the_other_tasks_and_is_the_error_raised():
+    started, checks = threading.Event(), []
+
+    def fail_once_the_other_runs() -> None:
+        started.wait()
+        raise ValueError("the registry refused the config")
+
+    with (
+        pytest.raises(ValueError, match="refused the config"),
+        cancel.CancellingPool(2, name="test") as pool,
+    ):
+        pool.submit(_work_until_cancelled, started, checks)
+        pool.submit(fail_once_the_other_runs)
+        pool.wait_all()
+
+    assert len(checks) < 100
+
+
+def test_an_interrupt_in_the_owning_thread_stops_the_tasks_before_the_pool_is_left():
+    started, checks = threading.Event(), []
+
+    with pytest.raises(KeyboardInterrupt), cancel.CancellingPool(2, name="test") as pool:
+        pool.submit(_work_until_cancelled, started, checks)
+        started.wait()
+        raise KeyboardInterrupt
+
+    done = len(checks)
+    time.sleep(0.05)
+    assert done < 100 and len(checks) == done  # stopped, and no thread outlived the pool
+
+
+def test_a_pool_inside_a_cancelled_scope_raises_cancelled_not_a_result():
+    event = threading.Event()
+    event.set()
+
+    with (
+        cancel.scope(event),
+        pytest.raises(cancel.Cancelled),
+        cancel.CancellingPool(1, name="test") as pool,
+    ):
+        pool.submit(cancel.checkpoint)
+        pool.wait_all()
+
+
+def test_sleep_is_cut_short_by_a_cancellation():
+    event = threading.Event()
+    threading.Timer(0.1, event.set).start()
+    start = time.monotonic()
+
+    with cancel.scope(event), pytest.raises(cancel.Cancelled):
+        cancel.sleep(30)
+
+    assert time.monotonic() - start < 5
