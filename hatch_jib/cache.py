@@ -34,6 +34,7 @@ __all__ = [
     "cache_in_use",
     "default_cache_dir",
     "file_digest",
+    "file_system_error",
     "file_type_name",
     "open_regular_file",
     "record_of",
@@ -344,6 +345,49 @@ def _drop_record(kind: str, path: Path, reason: str) -> None:
         pass
     except OSError as error:
         log.warning("cache: cannot remove %s (%s); remove it by hand", path, error.strerror)
+
+
+# --- the machine's failures ---------------------------------------------------------------------
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+# What a file of the wrong type where the cache expects another gives.
+_WRONG_TYPE = {errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ELOOP}
+
+
+def file_system_error(
+    error: OSError, *, cache_dir: Path, output_dir: Path | None = None
+) -> BuildError | None:
+    """What to tell the user of a file-system failure that is the machine's, not a bug in
+    hatch-jib (a full disk, a file of another user, a damaged cache entry); None for others."""
+    named = isinstance(error.filename, (str, bytes)) and error.filename
+    path = Path(os.fsdecode(error.filename)).resolve() if named else None
+    in_cache = path is not None and path.is_relative_to(cache_dir.resolve())
+    if error.errno in _NO_SPACE:
+        where = f" for {path}" if path else ""
+        return BuildError(
+            f"No space left on the device{where} ({error.strerror})",
+            hint=f"free space there, or make the cache at {cache_dir} smaller: "
+            "hatch-jib cache prune --max-size 2G",
+        )
+    if error.errno in _DENIED and path is not None:
+        if in_cache:
+            hint = (
+                f"the cache {cache_dir} holds files this user may not change (made by another"
+                " user, as with sudo?): give them to this user (chown -R), or set"
+                " JIB_CACHE_DIR to a directory of your own"
+            )
+        elif output_dir is not None and path.is_relative_to(output_dir.resolve()):
+            hint = "make the output directory writable, or choose another with --output-dir"
+        else:
+            hint = "make it readable, and writable where hatch-jib writes, for this user"
+        return BuildError(f"Cannot use {path}: {error.strerror}", hint=hint)
+    if error.errno in _WRONG_TYPE and in_cache:
+        return BuildError(
+            f"The cache entry {path} is damaged ({error.strerror})",
+            hint="remove it; hatch-jib downloads or builds again what is missing",
+        )
+    return None
 
 
 # --- pruning ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,20 @@ def test_cache_prune_reports_what_it_removed(tmp_path):
     assert f"removed {old}" in done.stdout
     assert "Removed 1 blob(s), 8 B; 1 blob(s), 8 B left" in done.stdout
     assert not store.has(old) and store.has(kept)
+
+
+def test_cache_prune_names_a_damaged_cache_entry_instead_of_crashing(tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    shutil.rmtree(store.tmp_dir)
+    store.tmp_dir.write_text("a file where the cache keeps a directory")
+
+    done = hatch_jib("cache", "prune", "--older-than", "30", "--cache-dir", str(store.root))
+
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: The cache entry {store.tmp_dir} is damaged (File exists)",
+        "  hint: remove it; hatch-jib downloads or builds again what is missing",
+    ]
 
 
 def test_cache_prune_in_a_project_prunes_the_cache_dir_it_configures(tmp_path):

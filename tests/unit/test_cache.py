@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -323,3 +324,36 @@ def test_a_selector_that_misstates_its_layer_size_is_not_reused(tmp_path, size):
 
     assert not again.reused
     assert (again.digest, again.size) == (first.digest, first.size)
+
+
+def test_a_full_disk_is_explained_with_the_cache_to_prune(tmp_path):
+    error = OSError(errno.ENOSPC, "No space left on device")
+
+    explained = cache_module.file_system_error(error, cache_dir=tmp_path / "cache")
+
+    assert explained is not None
+    assert explained.message == "No space left on the device (No space left on device)"
+    assert f"make the cache at {tmp_path / 'cache'} smaller" in (explained.hint or "")
+
+
+def test_another_users_file_in_the_cache_is_explained_with_whose_it_is(tmp_path):
+    cache = tmp_path / "cache"
+    error = PermissionError(errno.EACCES, "Permission denied", str(cache / "selectors" / "ab"))
+
+    explained = cache_module.file_system_error(error, cache_dir=cache)
+
+    assert explained is not None
+    assert explained.message == f"Cannot use {cache / 'selectors' / 'ab'}: Permission denied"
+    assert "chown -R" in (explained.hint or "") and "JIB_CACHE_DIR" in (explained.hint or "")
+
+
+def test_a_file_of_the_wrong_type_is_a_damaged_cache_entry_only_inside_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    inside = IsADirectoryError(errno.EISDIR, "Is a directory", str(cache / "blobs" / "x"))
+    outside = IsADirectoryError(errno.EISDIR, "Is a directory", str(tmp_path / "project"))
+
+    explained = cache_module.file_system_error(inside, cache_dir=cache)
+
+    assert explained is not None and explained.message.startswith("The cache entry ")
+    assert cache_module.file_system_error(outside, cache_dir=cache) is None
+    assert cache_module.file_system_error(OSError(errno.EIO, "I/O"), cache_dir=cache) is None
