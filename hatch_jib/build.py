@@ -13,6 +13,7 @@ from hatch_jib.cache import cache_in_use, default_cache_dir, file_system_error
 from hatch_jib.config import JibConfig, load_config
 from hatch_jib.console import live_progress, setup_console
 from hatch_jib.errors import ConfigError
+from hatch_jib.outputs.files import remove_result_files
 from hatch_jib.pipeline import BuildPlan, BuildResult, run_build
 from hatch_jib.project import Project, load_project
 from hatch_jib.python.lock import find_lock
@@ -130,8 +131,14 @@ def build_project(
     try:
         with cache_in_use(cache_dir), live_progress(config.console):
             return run_build(plan, previous)
-    except OSError as error:
-        explained = file_system_error(error, cache_dir=cache_dir, output_dir=directory)
+    except BaseException as error:
+        # A CI step that reads jib-image.digest after a failed build must not find an older
+        # build's. An earlier output of this same build (`previous`) did succeed: its stay.
+        if previous is None:
+            remove_result_files(directory)
+        explained = None
+        if isinstance(error, OSError):
+            explained = file_system_error(error, cache_dir=cache_dir, output_dir=directory)
         if explained is None:
             raise
         raise explained from error

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_atomically", "write_result_files"]
+__all__ = ["remove_result_files", "write_atomically", "write_result_files"]
+
+RESULT_FILES = ("jib-image.digest", "jib-image.id", "jib-image.json")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -23,6 +25,12 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def remove_result_files(directory: Path) -> None:
+    """Remove the result files an earlier build left, so they never pass for a failed one's."""
+    for name in RESULT_FILES:
+        (directory / name).unlink(missing_ok=True)
 
 
 def write_result_files(directory: Path, summary: Mapping[str, Any]) -> Path:

@@ -219,6 +219,20 @@ def test_offline_build_on_a_cold_cache_says_what_is_missing(tmp_path, base_image
     assert "Traceback" not in offline.stderr
 
 
+def test_a_failed_build_leaves_no_older_builds_result_files(tmp_path):
+    project = project_copy(tmp_path)
+    dist = project / "dist"
+    dist.mkdir()
+    for name in ("jib-image.digest", "jib-image.id", "jib-image.json"):
+        (dist / name).write_text("from a build of yesterday")
+    unreachable = "127.0.0.1:1/nothing/here:1"
+
+    failed = jib(project, "--tar", env=cli_env(tmp_path / "cache", unreachable))
+
+    assert failed.returncode == 1 and "127.0.0.1:1" in failed.stderr
+    assert sorted(path.name for path in dist.iterdir()) == []
+
+
 def test_offline_build_refuses_to_push(tmp_path, registry, base_image):
     project = project_copy(tmp_path)
 
