@@ -253,7 +253,7 @@ class Transport:
                 response = self._follow(method, url, dict(headers or {}), body, stream)
             except httpx.TransportError as error:
                 if last or not _retryable_error(error):
-                    raise self._unreachable(error, url) from error
+                    raise self._unreachable(error, url, tries=attempt + 1) from error
                 self._sleep(attempt, None, f"{method} {redact_url(url)}: {error}")
                 continue
             if response.status_code in _RETRY_STATUSES and not last:
@@ -319,7 +319,9 @@ class Transport:
         log.info("%s; retrying in %.1fs", why, delay)
         cancel.sleep(delay)
 
-    def _unreachable(self, error: httpx.TransportError, url: str) -> RegistryError:
+    def _unreachable(
+        self, error: httpx.TransportError, url: str, *, tries: int = 1
+    ) -> RegistryError:
         if _caused_by(error, ssl.SSLCertVerificationError):
             hint = (
                 "the registry's TLS certificate is not trusted: point SSL_CERT_FILE at its CA"
@@ -335,6 +337,8 @@ class Transport:
             hint = "is it running?" if self.plain_http_allowed else _INSECURE_HINT
             if isinstance(error, httpx.TimeoutException):
                 waited = f"the registry did not answer within {self.options.timeout:g}s"
+                if tries > 1:
+                    waited += f", {tries} times"
                 hint = f"{waited}; {hint}"
         purpose = f" {self.purpose}" if self.purpose else ""
         return RegistryError(

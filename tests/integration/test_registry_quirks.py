@@ -531,3 +531,22 @@ def test_https_probe_that_times_out_never_falls_back_to_plain_http() -> None:
     assert f"https://{host}/v2/" in caught.value.message
     # One TLS handshake (0x16 0x03 ...) and no plain HTTP request after it.
     assert [opening[:1] for opening in openings] == [b"\x16"]
+
+
+def test_a_registry_that_never_answers_is_reported_with_the_whole_wait(
+    serve: Callable[[Script], FakeRegistry],
+) -> None:
+    def stall_manifests(r: Seen) -> Reply:
+        return Answer(200, delay=1.5) if "/manifests/" in r.path else (200, {}, b"{}")
+
+    registry = serve(stall_manifests)
+    options = TransportOptions(timeout=0.3, max_retries=1)
+
+    with (
+        RegistryClient(registry.host, "team/app", credential=None, options=options) as c,
+        pytest.raises(RegistryError) as caught,
+    ):
+        c.get_manifest("v1")
+
+    assert caught.value.code == "UNREACHABLE"
+    assert "the registry did not answer within 0.3s, 2 times" in str(caught.value)
