@@ -111,10 +111,17 @@ class RegistryClient:
         """Check the credentials now, so a refused login fails before the build does.
 
         A Bearer challenge is checked by getting the token. Basic credentials are only
-        checked by the registry itself, so send them to the API root once.
+        checked by the registry itself, so send them to the API root once; a registry that
+        asks for a Basic login when there are no credentials would refuse the first upload.
         """
         self.auth.authorization()
-        if self.auth.scheme == "basic" and self.credential is not None:
+        if self.auth.scheme == "basic" and self.credential is None:
+            raise self._error(
+                f"{self.registry} asks for a login (Basic) before {self.repository} can be used",
+                code="UNAUTHORIZED",
+                hint=self._hint("UNAUTHORIZED"),
+            )
+        if self.auth.scheme == "basic":
             response = self._request("GET", "/v2/", what="the API root")
             with closing(response):
                 self._expect(response, (200,), "GET /v2/")

@@ -324,6 +324,24 @@ def test_missing_credentials_raise_unauthorized_saying_how_to_log_in(tmp_path: P
     assert "docker login" in str(caught.value)
 
 
+def test_a_push_without_credentials_to_a_basic_registry_fails_when_it_logs_in(
+    tmp_path: Path,
+) -> None:
+    with running_registry(tmp_path / "reg", "htpasswd") as registry:
+        client = RegistryClient(
+            registry.host, "team/app", credential=None, options=options_for(registry), push=True
+        )
+        with client, pytest.raises(RegistryError) as caught:
+            client.authenticate()
+
+    assert caught.value.code == "UNAUTHORIZED"
+    assert (
+        caught.value.message
+        == f"{registry.host} asks for a login (Basic) before team/app can be used"
+    )
+    assert "no credentials were found" in str(caught.value)
+
+
 def test_tls_registry_is_untrusted_without_its_ca(tmp_path: Path) -> None:
     with running_registry(tmp_path / "reg", "tls") as registry:
         client = RegistryClient(
