@@ -121,14 +121,17 @@ def redact_headers(headers: Mapping[str, str] | httpx.Headers) -> dict[str, str]
 
 
 def redact_url(url: str) -> str:
-    """The URL with signed-URL secrets in its query (S3, GCS, CDN tokens) masked."""
+    """The URL with signed-URL secrets in its query (S3, GCS, CDN tokens) masked, and
+    Distribution's upload `_state`: hundreds of signed characters that would let whoever
+    reads a log go on with the upload session."""
     parts = urlsplit(url)
     if not parts.query:
         return url
     pairs = []
     for pair in parts.query.split("&"):
         name, sep, _value = pair.partition("=")
-        if sep and any(word in name.lower() for word in _SECRET_QUERY_WORDS):
+        secret = name == "_state" or any(word in name.lower() for word in _SECRET_QUERY_WORDS)
+        if sep and secret:
             pair = f"{name}=***"
         pairs.append(pair)
     return parts._replace(query="&".join(pairs)).geturl()

@@ -94,6 +94,15 @@ def test_signed_url_query_secrets_are_redacted() -> None:
     )
 
 
+def test_an_upload_sessions_signed_state_is_masked_and_its_digest_kept() -> None:
+    state = "zo1TawJfLVjTJxir2pIOamj_kaMdFL5XQSuHos" * 8
+    url = f"http://127.0.0.1:5000/v2/a/blobs/uploads/u1?_state={state}&digest={DIGEST}"
+
+    assert (
+        redact_url(url) == f"http://127.0.0.1:5000/v2/a/blobs/uploads/u1?_state=***&digest={DIGEST}"
+    )
+
+
 def test_retry_after_accepts_seconds_and_dates_and_is_capped() -> None:
     def answer(value: str) -> httpx.Response:
         return httpx.Response(429, headers={"Retry-After": value})
