@@ -27,7 +27,7 @@ from urllib.request import url2pathname
 from hatch_jib import cancel
 from hatch_jib.cache import BlobStore, ContentHashes, file_digest, record_of
 from hatch_jib.config import Auth, JibConfig
-from hatch_jib.errors import BuildError, ConfigError
+from hatch_jib.errors import BuildError, ConfigError, RegistryError
 from hatch_jib.image.config import ContainerSettings, build_image_config
 from hatch_jib.image.descriptor import (
     Descriptor,
@@ -224,7 +224,16 @@ def pull_base_image(
         log.warning(
             "Base image %s is not pinned by digest: builds may change when the tag moves", reference
         )
-    pulled = _get_manifest(client, reference, reference.identifier, store, offline)
+    try:
+        pulled = _get_manifest(client, reference, reference.identifier, store, offline)
+    except RegistryError as error:
+        # The registry's hint says "the image reference"; a build has two, so name this one.
+        if error.code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN"):
+            error.hint = (
+                f"{reference} is not in the registry: check the base image, "
+                "`tool.jib.from.image` (or JIB_FROM_IMAGE)"
+            )
+        raise
     media_type = pulled.media_type
 
     # Pick the platform from an index or manifest list.

@@ -233,6 +233,17 @@ def test_a_failed_build_leaves_no_older_builds_result_files(tmp_path):
     assert sorted(path.name for path in dist.iterdir()) == []
 
 
+def test_a_base_tag_the_registry_lacks_is_named_as_the_base_image(tmp_path, base_image):
+    missing = base_image.rpartition(":")[0] + ":no-such-tag"
+
+    failed = jib(project_copy(tmp_path), "--tar", env=cli_env(tmp_path / "cache", missing))
+
+    assert failed.returncode == 1
+    assert "MANIFEST_UNKNOWN" in failed.stderr
+    assert f"hint: {missing} is not in the registry: check the base image, " in failed.stderr
+    assert "`tool.jib.from.image` (or JIB_FROM_IMAGE)" in failed.stderr
+
+
 def test_offline_build_refuses_to_push(tmp_path, registry, base_image):
     project = project_copy(tmp_path)
 
