@@ -182,13 +182,18 @@ class RegistryClient:
         if cached is not None:
             return cached
         attempts = 1 + self.options.max_retries
+        corrupt = 0
         for attempt in range(attempts):
             try:
                 return self._download(digest, store)
             except (httpx.TransportError, _Corrupt) as error:
-                if attempt == attempts - 1:
+                # Wrong bytes twice are what the registry holds, not a glitch on the way: a
+                # third download of a large layer would only bring them again.
+                corrupt += isinstance(error, _Corrupt)
+                if attempt == attempts - 1 or corrupt == 2:
                     raise self._download_error(digest, error) from error
-                log.info("%s: download of %s broke off (%s); retrying", self._where, digest, error)
+                what = "brought other bytes" if isinstance(error, _Corrupt) else "broke off"
+                log.info("%s: download of %s %s (%s); retrying", self._where, digest, what, error)
                 cancel.sleep(min(8.0, 0.5 * 2**attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
