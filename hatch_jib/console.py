@@ -175,7 +175,7 @@ class PushProgress:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
+            DownloadColumn(binary_units=True),  # the units of the log lines
             TextColumn("{task.fields[state]}"),
             console=console,
         )
@@ -196,6 +196,8 @@ class PushProgress:
                 self._tasks[event.digest] = task
             if event.state in self._FINAL:
                 self.progress.update(task, completed=event.size, state=event.state)
+            elif event.state == "failed":
+                self.progress.update(task, state=event.state)  # the bytes it got to
             else:
                 # A restarted upload starts its byte count again.
                 self.progress.update(task, completed=0, state=event.state)

@@ -11,7 +11,8 @@ __all__ = ["BlobEvent", "publish", "sent", "subscribe"]
 
 @dataclass(frozen=True)
 class BlobEvent:
-    """One blob's state: `checking`, `uploading`, then `pushed`, `skipped` or `mounted`.
+    """One blob's state: `checking`, `uploading` (again when an upload restarts), then
+    `pushed`, `skipped`, `mounted` or `failed`.
 
     `sent` events carry only `digest` and the bytes just sent in `done`.
     """

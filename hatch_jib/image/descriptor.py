@@ -71,10 +71,10 @@ def short_digest(digest: str) -> str:
 
 
 def human_size(size: int) -> str:
-    """1536 -> `1.5 KB`: binary units, one decimal."""
+    """1536 -> `1.5 KiB`: binary units, named as such, one decimal."""
     value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
             return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"

@@ -101,7 +101,11 @@ def _push_blob(
         report("mounted")
         return BlobPush(digest, name, size, "mounted")
     report("uploading")
-    client.upload_blob(digest, size, blob_path(digest))
+    try:
+        client.upload_blob(digest, size, blob_path(digest))
+    except BaseException:
+        report("failed")
+        raise
     log.info("%s %s pushed (%s)", what, short_digest(digest), human_size(size))
     report("pushed")
     return BlobPush(digest, name, size, "pushed")

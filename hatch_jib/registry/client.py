@@ -243,6 +243,8 @@ class RegistryClient:
             )
         attempts = 1 + self.options.max_retries
         for attempt in range(attempts):
+            if attempt:
+                progress.publish(progress.BlobEvent(digest, "uploading"))  # counts from 0 again
             try:
                 self._upload_session(digest, size, path)
                 log.debug("%s: uploaded %s (%d bytes)", self._where, digest, size)

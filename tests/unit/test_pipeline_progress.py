@@ -45,7 +45,24 @@ def test_each_blob_gets_a_row_with_bytes_and_outcome():
     assert "code         111111111111" in final and "pushed" in final
     assert "base         222222222222" in final and "mounted" in final
     assert "dependencies 333333333333" in final and "skipped" in final
-    assert "2.0/2.0 kB" in final
+    assert "2.0/2.0 KiB" in final
+
+
+def test_a_restarted_upload_counts_from_zero_and_a_failed_one_says_so():
+    output = io.StringIO()
+    display = PushProgress(Console(file=output, force_terminal=True, width=120))
+
+    with display.progress:
+        display(progress.BlobEvent(CODE, "checking", "code", 2048))
+        display(progress.BlobEvent(CODE, "uploading", "code", 2048))
+        display(progress.BlobEvent(CODE, "sent", done=1536))
+        display(progress.BlobEvent(CODE, "uploading"))  # a new session
+        display(progress.BlobEvent(CODE, "sent", done=1024))
+        display(progress.BlobEvent(CODE, "failed", "code", 2048))
+
+    final = output.getvalue().rsplit("\x1b[?25l", 1)[-1]
+    assert "1.0/2.0 KiB" in final and "failed" in final
+    assert "2.5/2.0" not in final
 
 
 def test_plain_mode_shows_no_live_view_and_listens_to_nothing(monkeypatch):
