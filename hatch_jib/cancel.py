@@ -73,16 +73,17 @@ def sleep(seconds: float) -> None:
 class CancellingPool:
     """Threads for work beside the caller's, where the first failure cancels the rest.
 
-    Tasks run under the caller's scope, or a new one when there is none, so a failure in a
-    task or in the thread that owns the pool (Ctrl-C) cancels the whole build: tasks not
-    yet started never start, and running ones stop at their next checkpoint. Every task is
-    waited for, so no thread outlives the pool, and only the first real error is raised.
+    Tasks run under a scope of the pool's own: a failure in a task, or in the thread that
+    owns the pool (Ctrl-C), cancels it, so tasks not yet started never start and running
+    ones stop at their next checkpoint. A failure that the owner catches cancels nothing
+    beyond the pool. Every task is waited for, so no thread outlives the pool, and only the
+    first real error is raised.
     """
 
     def __init__(self, workers: int, *, name: str) -> None:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix=name)
         self._futures: list[Future[Any]] = []
-        self._event = _CURRENT.get() or threading.Event()
+        self._event = threading.Event()
         self._scope = scope(self._event)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -92,12 +93,11 @@ class CancellingPool:
         return future
 
     def wait_all(self) -> None:
-        """Wait for every task; raise the first failure, or `Cancelled` if the build was."""
+        """Wait for every task; raise the first failure."""
         concurrent.futures.wait(self._futures)
         failure = self._first_failure()
         if failure is not None:
             raise failure
-        checkpoint()
 
     def _cancel_on_failure(self, future: Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -119,8 +119,12 @@ class CancellingPool:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is not None:
             self._event.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._scope.__exit__(None, None, None)
+        try:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            # Even when a second Ctrl-C breaks the wait: a scope left set would cancel every
+            # checkpoint of this thread from then on.
+            self._scope.__exit__(None, None, None)
         # A checkpoint here raised only because a task failed: report that task's error.
         if isinstance(exc, Cancelled):
             failure = self._first_failure()

@@ -49,17 +49,39 @@ def test_an_interrupt_in_the_owning_thread_stops_the_tasks_before_the_pool_is_le
     assert done < 100 and len(checks) == done  # stopped, and no thread outlived the pool
 
 
-def test_a_pool_inside_a_cancelled_scope_raises_cancelled_not_a_result():
-    event = threading.Event()
-    event.set()
+def test_a_failure_the_owner_catches_cancels_nothing_beyond_its_pool():
+    def outer_task() -> str:
+        try:
+            with cancel.CancellingPool(1, name="inner") as inner:
+                inner.submit(_fail)
+                inner.wait_all()
+        except ValueError:
+            pass  # the owner falls back
+        cancel.checkpoint()
+        return "went on"
 
-    with (
-        cancel.scope(event),
-        pytest.raises(cancel.Cancelled),
-        cancel.CancellingPool(1, name="test") as pool,
-    ):
-        pool.submit(cancel.checkpoint)
-        pool.wait_all()
+    with cancel.CancellingPool(2, name="outer") as outer:
+        outcome = outer.submit(outer_task)
+        outer.wait_all()
+
+    assert outcome.result() == "went on"
+
+
+def test_an_interrupt_while_the_pool_waits_leaves_no_cancelled_scope_behind(monkeypatch):
+    pool = cancel.CancellingPool(1, name="test")
+
+    def interrupted(**kwargs: object) -> None:
+        raise KeyboardInterrupt  # a second Ctrl-C while the tasks are waited for
+
+    with pytest.raises(KeyboardInterrupt), pool:
+        monkeypatch.setattr(pool._executor, "shutdown", interrupted)
+        raise KeyboardInterrupt
+
+    cancel.checkpoint()  # this thread's later work is not cancelled
+
+
+def _fail() -> None:
+    raise ValueError("refused")
 
 
 def test_sleep_is_cut_short_by_a_cancellation():
