@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -110,6 +111,26 @@ def build_project(
 
     `previous` is an earlier output's result from this same build, whose images are reused.
     """
+    try:
+        return _build(root, directory, outputs, overrides, environ, debug, previous)
+    except BaseException:
+        # A CI step that reads jib-image.digest after a failed build must not find an older
+        # build's. An earlier output of this same process (`previous`) succeeded: its stay.
+        if previous is None:
+            with contextlib.suppress(OSError):
+                remove_result_files(directory)
+        raise
+
+
+def _build(
+    root: Path,
+    directory: Path,
+    outputs: tuple[str, ...] | None,
+    overrides: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None,
+    debug: bool,
+    previous: BuildResult | None,
+) -> BuildResult:
     project, config = load_build_config(root, overrides=overrides, environ=environ)
     check_project(project, config)
     setup_console(config.console, debug=debug)
@@ -131,14 +152,8 @@ def build_project(
     try:
         with cache_in_use(cache_dir), live_progress(config.console):
             return run_build(plan, previous)
-    except BaseException as error:
-        # A CI step that reads jib-image.digest after a failed build must not find an older
-        # build's. An earlier output of this same build (`previous`) did succeed: its stay.
-        if previous is None:
-            remove_result_files(directory)
-        explained = None
-        if isinstance(error, OSError):
-            explained = file_system_error(error, cache_dir=cache_dir, output_dir=directory)
+    except OSError as error:
+        explained = file_system_error(error, cache_dir=cache_dir, output_dir=directory)
         if explained is None:
             raise
         raise explained from error

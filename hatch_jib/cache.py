@@ -201,8 +201,6 @@ class BlobStore:
             return None
         payload, _, checksum = raw.rpartition(b"\n")
         if checksum != _record_checksum(path, payload):
-            if checksum == hashlib.sha256(payload).hexdigest().encode():
-                return None  # an older hatch-jib's, whose checksum left out the key
             _drop_record(kind, path, "its checksum is wrong: it is damaged, or another key's")
             return None
         try:
@@ -323,7 +321,10 @@ class BlobStore:
         if kind not in RECORD_KINDS:
             raise ValueError(f"record kind {kind!r} is not in RECORD_KINDS, so prune misses it")
         name = hashlib.sha256(key.encode()).hexdigest()
-        return self.root / kind / name[:2] / f"{name}.json"
+        # `.v2`: records whose checksum covers their key. Older hatch-jibs, whose checksum did
+        # not, never look for these names, nor these for theirs, so sharing a cache with one
+        # costs misses, never warnings; prune ages the other's records out.
+        return self.root / kind / name[:2] / f"{name}.v2.json"
 
 
 # Far above any record a build writes: the content hashes of a million files take 200 MB.
@@ -361,12 +362,14 @@ def file_system_error(
     """What to tell the user of a file-system failure that is the machine's, not a bug in
     hatch-jib (a full disk, a file of another user, a damaged cache entry); None for others."""
     named = isinstance(error.filename, (str, bytes)) and error.filename
-    path = Path(os.fsdecode(error.filename)).resolve() if named else None
-    in_cache = path is not None and path.is_relative_to(cache_dir.resolve())
+    # Absolute, not resolved: a symlink loop (ELOOP) must not fail the explanation itself.
+    path = Path(os.path.abspath(os.fsdecode(error.filename))) if named else None
+    cache = Path(os.path.abspath(cache_dir))
+    in_cache = path is not None and path.is_relative_to(cache)
     if error.errno in _NO_SPACE:
         where = f" for {path}" if path else ""
         return BuildError(
-            f"No space left on the device{where} ({error.strerror})",
+            f"Out of disk space{where} ({error.strerror})",
             hint=f"free space there, or make the cache at {cache_dir} smaller: "
             "hatch-jib cache prune --max-size 2G",
         )
@@ -377,12 +380,17 @@ def file_system_error(
                 " user, as with sudo?): give them to this user (chown -R), or set"
                 " JIB_CACHE_DIR to a directory of your own"
             )
-        elif output_dir is not None and path.is_relative_to(output_dir.resolve()):
-            hint = "make the output directory writable, or choose another with --output-dir"
+        elif output_dir is not None and path.is_relative_to(os.path.abspath(output_dir)):
+            hint = (
+                "make the output directory writable, or choose another with --output-dir"
+                " (or hatch's -o)"
+            )
         else:
             hint = "make it readable, and writable where hatch-jib writes, for this user"
         return BuildError(f"Cannot use {path}: {error.strerror}", hint=hint)
-    if error.errno in _WRONG_TYPE and in_cache:
+    # What a build makes in tmp/ is its own: a clash there is a bug, not damage to remove.
+    scratch = path is not None and path.is_relative_to(cache / "tmp") and path != cache / "tmp"
+    if error.errno in _WRONG_TYPE and in_cache and not scratch:
         return BuildError(
             f"The cache entry {path} is damaged ({error.strerror})",
             hint="remove it; hatch-jib downloads or builds again what is missing",

@@ -219,17 +219,23 @@ def test_offline_build_on_a_cold_cache_says_what_is_missing(tmp_path, base_image
     assert "Traceback" not in offline.stderr
 
 
-def test_a_failed_build_leaves_no_older_builds_result_files(tmp_path):
+@pytest.mark.parametrize(
+    ("base", "code", "said"),
+    [
+        ("127.0.0.1:1/nothing/here:1", 1, "127.0.0.1:1"),  # fails reaching the base
+        ("127.0.0.1:1/Not Valid", 2, "Invalid image reference"),  # fails in the config
+    ],
+)
+def test_a_failed_build_leaves_no_older_builds_result_files(tmp_path, base, code, said):
     project = project_copy(tmp_path)
     dist = project / "dist"
     dist.mkdir()
     for name in ("jib-image.digest", "jib-image.id", "jib-image.json"):
         (dist / name).write_text("from a build of yesterday")
-    unreachable = "127.0.0.1:1/nothing/here:1"
 
-    failed = jib(project, "--tar", env=cli_env(tmp_path / "cache", unreachable))
+    failed = jib(project, "--tar", env=cli_env(tmp_path / "cache", base))
 
-    assert failed.returncode == 1 and "127.0.0.1:1" in failed.stderr
+    assert failed.returncode == code and said in failed.stderr
     assert sorted(path.name for path in dist.iterdir()) == []
 
 

@@ -225,15 +225,16 @@ def test_a_record_copied_over_another_keys_record_is_dropped_with_a_warning(tmp_
     assert f"dropping damaged selectors record {resources}" in caplog.text
 
 
-def test_an_older_hatch_jibs_record_reads_as_none_without_a_warning(tmp_path, caplog):
+def test_an_older_hatch_jibs_record_is_not_read_and_not_warned_about(tmp_path, caplog):
     store = BlobStore(tmp_path / "cache")
-    path = store._record_path("targets", "key")
-    path.parent.mkdir(parents=True)
+    new = store._record_path("targets", "key")
+    old = new.with_name(new.name.replace(".v2.json", ".json"))
+    old.parent.mkdir(parents=True)
     payload = b'{"python_version": "3.11"}'
-    path.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
+    old.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
 
     assert store.read_record("targets", "key") is None
-    assert "cache:" not in caplog.text
+    assert "cache:" not in caplog.text and old.exists()
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
@@ -332,7 +333,7 @@ def test_a_full_disk_is_explained_with_the_cache_to_prune(tmp_path):
     explained = cache_module.file_system_error(error, cache_dir=tmp_path / "cache")
 
     assert explained is not None
-    assert explained.message == "No space left on the device (No space left on device)"
+    assert explained.message == "Out of disk space (No space left on device)"
     assert f"make the cache at {tmp_path / 'cache'} smaller" in (explained.hint or "")
 
 
@@ -357,3 +358,23 @@ def test_a_file_of_the_wrong_type_is_a_damaged_cache_entry_only_inside_the_cache
     assert explained is not None and explained.message.startswith("The cache entry ")
     assert cache_module.file_system_error(outside, cache_dir=cache) is None
     assert cache_module.file_system_error(OSError(errno.EIO, "I/O"), cache_dir=cache) is None
+
+
+def test_a_clash_in_a_builds_own_scratch_directory_is_not_blamed_on_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    clash = FileExistsError(errno.EEXIST, "File exists", str(cache / "tmp" / "build-x" / "wheel"))
+
+    assert cache_module.file_system_error(clash, cache_dir=cache) is None
+
+
+def test_a_symlink_loop_in_the_cache_is_explained_not_raised(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "blobs").mkdir(parents=True)
+    (cache / "blobs" / "sha256").symlink_to(cache / "blobs" / "sha256")
+    loop = OSError(
+        errno.ELOOP, "Too many levels of symbolic links", str(cache / "blobs" / "sha256")
+    )
+
+    explained = cache_module.file_system_error(loop, cache_dir=cache)
+
+    assert explained is not None and explained.message.startswith("The cache entry ")
