@@ -196,7 +196,7 @@ class PushProgress:
                 self._tasks[event.digest] = task
             if event.state in self._FINAL:
                 self.progress.update(task, completed=event.size, state=event.state)
-            elif event.state == "failed":
+            elif event.state in ("failed", "cancelled"):
                 self.progress.update(task, state=event.state)  # the bytes it got to
             else:
                 # A restarted upload starts its byte count again.

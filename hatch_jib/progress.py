@@ -12,7 +12,7 @@ __all__ = ["BlobEvent", "publish", "sent", "subscribe"]
 @dataclass(frozen=True)
 class BlobEvent:
     """One blob's state: `checking`, `uploading` (again when an upload restarts), then
-    `pushed`, `skipped`, `mounted` or `failed`.
+    `pushed`, `skipped`, `mounted`, `failed`, or `cancelled` when another blob failed.
 
     `sent` events carry only `digest` and the bytes just sent in `done`.
     """

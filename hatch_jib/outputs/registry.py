@@ -59,8 +59,8 @@ def push_image(
     configs = {image.config.digest: image.config for image in built.images}
     # The first blob that fails, or Ctrl-C, stops the other uploads at their next chunk.
     # TODO(#4): not an upload whose bytes are all sent and that waits for the registry's
-    # answer: the push waits for that answer or the read timeout (60 s) before it stops, as
-    # httpx gives no way to break off a request from another thread.
+    # answer: the push waits for that answer or the read timeout (60 s by default) before
+    # it stops, as httpx gives no way to break off a request from another thread.
     with cancel.CancellingPool(MAX_CONNECTIONS, name="jib-push") as pool:
         # Configs go up beside the layers: only the manifests have to wait for every blob.
         for config in configs.values():
@@ -91,24 +91,38 @@ def _push_blob(
     def report(state: str) -> None:
         progress.publish(progress.BlobEvent(digest, state, name, size))
 
+    try:
+        pushed = _check_mount_or_upload(client, digest, size, name, blob_path, mount_from, report)
+    except cancel.Cancelled:
+        report("cancelled")  # stopped because another blob failed, or Ctrl-C
+        raise
+    except BaseException:
+        report("failed")
+        raise
+    report(pushed.outcome)
+    return pushed
+
+
+def _check_mount_or_upload(
+    client: RegistryClient,
+    digest: str,
+    size: int,
+    name: str,
+    blob_path: Callable[[str], Path],
+    mount_from: str | None,
+    report: Callable[[str], None],
+) -> BlobPush:
     # The config is a blob too, but calling it a layer would mislead.
     what = f"{'Config':<18}" if name == "config" else f"Layer {name:<12}"
 
     report("checking")
     if client.blob_exists(digest) is not None:
         log.info("%s %s already in target, skipped", what, short_digest(digest))
-        report("skipped")
         return BlobPush(digest, name, size, "skipped")
     if mount_from and client.mount_blob(digest, mount_from):
         log.info("%s %s mounted from %s", what, short_digest(digest), mount_from)
-        report("mounted")
         return BlobPush(digest, name, size, "mounted")
     report("uploading")
-    try:
-        client.upload_blob(digest, size, blob_path(digest))
-    except BaseException:
-        report("failed")
-        raise
+    client.upload_blob(digest, size, blob_path(digest))
     log.info("%s %s pushed (%s)", what, short_digest(digest), human_size(size))
-    report("pushed")
     return BlobPush(digest, name, size, "pushed")

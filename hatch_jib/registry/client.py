@@ -396,8 +396,11 @@ class RegistryClient:
             self._send_blob(location, min_chunk, digest, size, path)
         except _SessionFailed as failure:
             # A registry that answered keeps a broken session until it expires: end it now,
-            # with one request, so that a registry in trouble does not slow the retry.
-            if failure.error.code != "UNREACHABLE":
+            # with one request, so that a registry in trouble does not slow the retry. Not
+            # one that may still be storing the blob (a proxy's 5xx after the closing PUT),
+            # nor one that asked us to wait.
+            answered = failure.error.code != "UNREACHABLE"
+            if answered and not failure.ambiguous and failure.retry_after is None:
                 self._cancel_upload(failure.location or location, once=True)
             raise
 

@@ -341,7 +341,7 @@ class Transport:
             if isinstance(error, httpx.TimeoutException):
                 waited = f"the registry did not answer within {self.options.timeout:g}s"
                 if tries > 1:
-                    waited += f", {tries} times"
+                    waited += f" on the last of {tries} tries"
                 hint = f"{waited}; {hint}"
         purpose = f" {self.purpose}" if self.purpose else ""
         return RegistryError(

@@ -153,11 +153,9 @@ def test_failed_upload_put_restarts_the_session_and_keeps_the_location_query(
         f"/v2/team/app/blobs/uploads/two?_state=s%2B1&digest={digest}",
     ]
     assert [r.body for r in registry.seen if r.method == "PUT"] == [blob, blob]
-    # The broken session is ended, and as a 500 after the PUT is ambiguous, the blob is looked
-    # for before the new session.
-    assert [r.method for r in registry.seen][1:] == ["POST", "PUT", "DELETE", "HEAD", "POST", "PUT"]
-    [deleted] = [r.path for r in registry.seen if r.method == "DELETE"]
-    assert deleted == "/v2/team/app/blobs/uploads/one?_state=s%2B1"
+    # A 500 after the PUT is ambiguous: the blob may be being stored, so its session is left
+    # alone and the blob looked for before the new session.
+    assert [r.method for r in registry.seen][1:] == ["POST", "PUT", "HEAD", "POST", "PUT"]
 
 
 def test_failing_post_opens_a_bounded_number_of_new_sessions_each_sent_once(
@@ -549,4 +547,4 @@ def test_a_registry_that_never_answers_is_reported_with_the_whole_wait(
         c.get_manifest("v1")
 
     assert caught.value.code == "UNREACHABLE"
-    assert "the registry did not answer within 0.3s, 2 times" in str(caught.value)
+    assert "the registry did not answer within 0.3s on the last of 2 tries" in str(caught.value)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from hatch_jib import progress
 from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
 from hatch_jib.image.image import Image, ImageLayer
@@ -190,6 +191,9 @@ def test_patch_failure_restarts_the_upload_in_a_new_session(blob_file: Path, ans
         f"{UPLOADS}s0",
         *[f"{UPLOADS}s1"] * 3,
     ]
+    # The broken session was ended, not left to expire.
+    assert [urlsplit(d.path).path for d in server.requests("DELETE")] == [f"{UPLOADS}s0"]
+    assert emulator.sessions == {}
 
 
 def test_put_whose_answer_is_lost_is_checked_with_head_and_not_resent(blob_file: Path) -> None:
@@ -345,6 +349,10 @@ def test_a_blob_that_fails_stops_the_other_uploads_and_no_manifest_is_pushed(
 
     emulator = UploadRegistry(fault=slow_layer_refused_config)
     options = TransportOptions(timeout=20.0, max_retries=0, upload_chunk_size=4)
+    states: dict[str, str] = {}
+    stop_listening = progress.subscribe(
+        lambda event: states.update({event.digest: event.state}) if event.state != "sent" else None
+    )
     with (
         fake_registry(emulator) as server,
         RegistryClient(server.host, "team/app", credential=None, options=options) as c,
@@ -354,8 +362,10 @@ def test_a_blob_that_fails_stops_the_other_uploads_and_no_manifest_is_pushed(
             push_image(
                 _image(layer, config), client=c, target=target, tags=["v1"], blob_path=paths.get
             )
+    stop_listening()
 
     assert caught.value.code == "DENIED"
+    assert states == {sha256_digest(config): "failed", sha256_digest(layer): "cancelled"}
     # The layer stopped at its next chunk instead of sending the other hundred or so.
     assert emulator.counts["PATCH"] <= patches_when_config_failed[0] + 2 < 64
     assert all("/manifests/" not in request.path for request in server.seen)
