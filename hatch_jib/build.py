@@ -112,7 +112,15 @@ def build_project(
     `previous` is an earlier output's result from this same build, whose images are reused.
     """
     try:
-        return _build(root, directory, outputs, overrides, environ, debug, previous)
+        return _build(
+            root,
+            directory=directory,
+            outputs=outputs,
+            overrides=overrides,
+            environ=environ,
+            debug=debug,
+            previous=previous,
+        )
     except BaseException:
         # A CI step that reads jib-image.digest after a failed build must not find an older
         # build's. An earlier output of this same process (`previous`) succeeded: its stay.
@@ -124,6 +132,7 @@ def build_project(
 
 def _build(
     root: Path,
+    *,
     directory: Path,
     outputs: tuple[str, ...] | None,
     overrides: Mapping[str, Any] | None,
