@@ -28,6 +28,7 @@ from hatch_jib.image.descriptor import DigestMismatch, MediaType, check_digest, 
 from hatch_jib.registry.auth import Authenticator, repository_scope, unauthorized_hint
 from hatch_jib.registry.credentials import Credential
 from hatch_jib.registry.transport import (
+    MAX_TIMEOUTS,
     Body,
     Transport,
     TransportOptions,
@@ -242,6 +243,7 @@ class RegistryClient:
                 hint="the base image's manifest lists a wrong size; choose another base image",
             )
         attempts = 1 + self.options.max_retries
+        timeouts = 0
         for attempt in range(attempts):
             if attempt:
                 progress.publish(progress.BlobEvent(digest, "uploading"))  # counts from 0 again
@@ -253,7 +255,8 @@ class RegistryClient:
                 if failure.ambiguous and self.blob_exists(digest) is not None:
                     log.info("%s: %s arrived despite %s", self._where, digest, failure.reason)
                     return
-                if attempt == attempts - 1:
+                timeouts += isinstance(failure.error.__cause__, httpx.TimeoutException)
+                if attempt == attempts - 1 or timeouts == MAX_TIMEOUTS:
                     raise failure.error from failure
                 # A registry that says when to come back (429, 503) is taken at its word.
                 delay = failure.retry_after

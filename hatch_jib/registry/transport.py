@@ -29,6 +29,7 @@ from hatch_jib import cancel
 from hatch_jib.errors import ConfigError, RegistryError
 
 __all__ = [
+    "MAX_TIMEOUTS",
     "Body",
     "HostFacts",
     "Transport",
@@ -50,6 +51,8 @@ _MAX_REDIRECTS = 10
 _MAX_RETRY_AFTER = 60.0
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+# Timeouts of one request, or of one blob's upload sessions, before the registry is given up.
+MAX_TIMEOUTS = 2
 _SECRET_QUERY_WORDS = ("signature", "token", "credential", "secret", "password", "key")
 _INSECURE_HINT = (
     "is it running? for a plain HTTP registry add it to `tool.jib.allow-insecure-registries`"
@@ -250,12 +253,16 @@ class Transport:
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         attempts = 1 + (self.options.max_retries if idempotent else 0)
+        timeouts = 0
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
                 response = self._follow(method, url, dict(headers or {}), body, stream)
             except httpx.TransportError as error:
-                if last or not _retryable_error(error):
+                # A registry that let a request time out twice will not answer a third:
+                # five tries of a minute each would hold the build for five minutes.
+                timeouts += isinstance(error, httpx.TimeoutException)
+                if last or timeouts == MAX_TIMEOUTS or not _retryable_error(error):
                     raise self._unreachable(error, url, tries=attempt + 1) from error
                 self._sleep(attempt, None, f"{method} {redact_url(url)}: {error}")
                 continue

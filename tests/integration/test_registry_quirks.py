@@ -538,7 +538,7 @@ def test_a_registry_that_never_answers_is_reported_with_the_whole_wait(
         return Answer(200, delay=1.5) if "/manifests/" in r.path else (200, {}, b"{}")
 
     registry = serve(stall_manifests)
-    options = TransportOptions(timeout=0.3, max_retries=1)
+    options = TransportOptions(timeout=0.3, max_retries=4)  # but two timeouts end it
 
     with (
         RegistryClient(registry.host, "team/app", credential=None, options=options) as c,
@@ -548,3 +548,4 @@ def test_a_registry_that_never_answers_is_reported_with_the_whole_wait(
 
     assert caught.value.code == "UNREACHABLE"
     assert "the registry did not answer within 0.3s on the last of 2 tries" in str(caught.value)
+    assert len([r for r in registry.seen if "/manifests/" in r.path]) == 2

@@ -196,6 +196,19 @@ def test_patch_failure_restarts_the_upload_in_a_new_session(blob_file: Path, ans
     assert emulator.sessions == {}
 
 
+def test_an_upload_whose_sessions_time_out_twice_gives_the_registry_up(blob_file: Path) -> None:
+    def stall_puts(request: Seen, n: int) -> Reply | None:
+        return Answer(201, delay=1.0) if request.method == "PUT" else None
+
+    emulator = UploadRegistry(fault=stall_puts)
+
+    with pytest.raises(RegistryError) as caught:
+        upload(emulator, blob_file, chunk=None, timeout=0.3)  # with 2 retries, 3 sessions
+
+    assert caught.value.code == "UNREACHABLE"
+    assert emulator.counts["POST"] == 2
+
+
 def test_put_whose_answer_is_lost_is_checked_with_head_and_not_resent(blob_file: Path) -> None:
     emulator = UploadRegistry()
 
