@@ -91,38 +91,27 @@ def _push_blob(
     def report(state: str) -> None:
         progress.publish(progress.BlobEvent(digest, state, name, size))
 
+    # The config is a blob too, but calling it a layer would mislead.
+    what = f"{'Config':<18}" if name == "config" else f"Layer {name:<12}"
+
+    report("checking")
     try:
-        pushed = _check_mount_or_upload(client, digest, size, name, blob_path, mount_from, report)
+        if client.blob_exists(digest) is not None:
+            log.info("%s %s already in target, skipped", what, short_digest(digest))
+            outcome = "skipped"
+        elif mount_from and client.mount_blob(digest, mount_from):
+            log.info("%s %s mounted from %s", what, short_digest(digest), mount_from)
+            outcome = "mounted"
+        else:
+            report("uploading")
+            client.upload_blob(digest, size, blob_path(digest))
+            log.info("%s %s pushed (%s)", what, short_digest(digest), human_size(size))
+            outcome = "pushed"
     except cancel.Cancelled:
         report("cancelled")  # stopped because another blob failed, or Ctrl-C
         raise
     except BaseException:
         report("failed")
         raise
-    report(pushed.outcome)
-    return pushed
-
-
-def _check_mount_or_upload(
-    client: RegistryClient,
-    digest: str,
-    size: int,
-    name: str,
-    blob_path: Callable[[str], Path],
-    mount_from: str | None,
-    report: Callable[[str], None],
-) -> BlobPush:
-    # The config is a blob too, but calling it a layer would mislead.
-    what = f"{'Config':<18}" if name == "config" else f"Layer {name:<12}"
-
-    report("checking")
-    if client.blob_exists(digest) is not None:
-        log.info("%s %s already in target, skipped", what, short_digest(digest))
-        return BlobPush(digest, name, size, "skipped")
-    if mount_from and client.mount_blob(digest, mount_from):
-        log.info("%s %s mounted from %s", what, short_digest(digest), mount_from)
-        return BlobPush(digest, name, size, "mounted")
-    report("uploading")
-    client.upload_blob(digest, size, blob_path(digest))
-    log.info("%s %s pushed (%s)", what, short_digest(digest), human_size(size))
-    return BlobPush(digest, name, size, "pushed")
+    report(outcome)
+    return BlobPush(digest, name, size, outcome)
