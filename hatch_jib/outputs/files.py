@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ["remove_result_files", "write_atomically", "write_result_files"]
 
-RESULT_FILES = ("jib-image.digest", "jib-image.id", "jib-image.json")
+_RESULT_FILES = ("jib-image.digest", "jib-image.id", "jib-image.json")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -29,7 +29,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def remove_result_files(directory: Path) -> None:
     """Remove the result files an earlier build left, so they never pass for a failed one's."""
-    for name in RESULT_FILES:
+    for name in _RESULT_FILES:
         (directory / name).unlink(missing_ok=True)
 
 
