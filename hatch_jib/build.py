@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hatch_jib.cache import cache_in_use, default_cache_dir, file_system_error
+from hatch_jib.cache import cache_in_use, default_cache_dir, explained_file_system_errors
 from hatch_jib.config import JibConfig, load_config
 from hatch_jib.console import live_progress, setup_console
 from hatch_jib.errors import ConfigError
@@ -158,14 +158,12 @@ def _build(
     check_writable(cache_dir, "cache directory", "`tool.jib.cache-dir` or JIB_CACHE_DIR")
 
     # A shared hold on the cache keeps `hatch-jib cache prune` from removing blobs mid-build.
-    try:
-        with cache_in_use(cache_dir), live_progress(config.console):
-            return run_build(plan, previous)
-    except OSError as error:
-        explained = file_system_error(error, cache_dir=cache_dir, output_dir=directory)
-        if explained is None:
-            raise
-        raise explained from error
+    with (
+        explained_file_system_errors(cache_dir=cache_dir, output_dir=directory),
+        cache_in_use(cache_dir),
+        live_progress(config.console),
+    ):
+        return run_build(plan, previous)
 
 
 def _tag_name(name: str) -> str:

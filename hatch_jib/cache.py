@@ -33,6 +33,7 @@ __all__ = [
     "PrunedBlob",
     "cache_in_use",
     "default_cache_dir",
+    "explained_file_system_errors",
     "file_digest",
     "file_system_error",
     "file_type_name",
@@ -354,6 +355,20 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 # What a file of the wrong type where the cache expects another gives.
 _WRONG_TYPE = {errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ELOOP}
+
+
+@contextlib.contextmanager
+def explained_file_system_errors(
+    *, cache_dir: Path, output_dir: Path | None = None
+) -> Iterator[None]:
+    """Raise what `file_system_error` makes of an OSError in the block, if anything."""
+    try:
+        yield
+    except OSError as error:
+        explained = file_system_error(error, cache_dir=cache_dir, output_dir=output_dir)
+        if explained is None:
+            raise
+        raise explained from error
 
 
 def file_system_error(

@@ -13,7 +13,7 @@ from typing import Any
 
 from hatch_jib import __version__
 from hatch_jib.build import build_project, check_project, load_build_config
-from hatch_jib.cache import BlobStore, default_cache_dir, file_system_error
+from hatch_jib.cache import BlobStore, default_cache_dir, explained_file_system_errors
 from hatch_jib.config import format_config
 from hatch_jib.console import (
     EXIT_OK,
@@ -254,17 +254,12 @@ def _prune(args: argparse.Namespace, debug: bool) -> int:
         sys.stdout.write(f"No hatch-jib cache at {root}: nothing to prune\n")
         return EXIT_OK
 
-    try:
+    with explained_file_system_errors(cache_dir=root):
         report = BlobStore(root).prune(
             older_than=None if args.older_than is None else args.older_than * 86400,
             max_size=max_size,
             wait=args.wait,
         )
-    except OSError as error:
-        explained = file_system_error(error, cache_dir=root)
-        if explained is None:
-            raise
-        raise explained from error
     for blob in report.removed:
         sys.stdout.write(f"removed {blob.digest}  {human_size(blob.size)}\n")
     sys.stdout.write(
