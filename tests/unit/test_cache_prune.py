@@ -62,18 +62,26 @@ def test_prune_waits_for_a_running_build_and_gives_up_with_a_message(store):
         store.prune(older_than=0, wait=0.3, now=NOW)
 
 
-def test_prune_proceeds_once_the_build_releases_the_cache(store):
-    digest = put(store, b"x", age_days=99)
+def _hold_the_cache(store: BlobStore, seconds: float, *, exclusive=False) -> threading.Thread:
+    """A thread that holds the cache as a running build (or with `exclusive`, a prune)
+    does, returned once it holds it."""
     held = threading.Event()
 
-    def build() -> None:
-        with cache_in_use(store.root):
+    def hold() -> None:
+        with cache_in_use(store.root, exclusive=exclusive):
             held.set()
-            time.sleep(0.3)
+            time.sleep(seconds)
 
-    thread = threading.Thread(target=build)
+    thread = threading.Thread(target=hold)
     thread.start()
     held.wait()
+    return thread
+
+
+def test_prune_proceeds_once_the_build_releases_the_cache(store):
+    digest = put(store, b"x", age_days=99)
+
+    thread = _hold_the_cache(store, 0.3)
     report = store.prune(older_than=DAY, wait=5, now=NOW)
     thread.join()
 
@@ -82,16 +90,8 @@ def test_prune_proceeds_once_the_build_releases_the_cache(store):
 
 def test_prune_counts_ages_from_when_it_runs_not_from_when_it_began_to_wait(store):
     digest = store.put_bytes(b"written just before the prune was asked for")
-    held = threading.Event()
 
-    def build() -> None:
-        with cache_in_use(store.root):
-            held.set()
-            time.sleep(1.5)
-
-    thread = threading.Thread(target=build)
-    thread.start()
-    held.wait()
+    thread = _hold_the_cache(store, 1.5)
     report = store.prune(older_than=1.0, wait=10)
     thread.join()
 
@@ -205,16 +205,8 @@ def test_a_scratch_directory_is_in_the_stores_temp_directory_and_goes_when_done(
 
 def test_a_build_waiting_for_a_prune_says_so(store, caplog):
     caplog.set_level("INFO")
-    held = threading.Event()
 
-    def prune() -> None:
-        with cache_in_use(store.root, exclusive=True):
-            held.set()
-            time.sleep(0.3)
-
-    thread = threading.Thread(target=prune)
-    thread.start()
-    held.wait()
+    thread = _hold_the_cache(store, 0.3, exclusive=True)
     with cache_in_use(store.root):
         pass
     thread.join()
