@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["Cancelled", "CancellingPool", "bind", "checkpoint", "scope", "sleep"]
+__all__ = ["Cancelled", "CancellingPool", "bind", "checkpoint", "scope", "sleep", "wait"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -68,6 +68,13 @@ def sleep(seconds: float) -> None:
         time.sleep(seconds)
     elif event.wait(seconds):
         raise Cancelled("the build was cancelled")
+
+
+def wait(event: threading.Event) -> None:
+    """Wait until `event` is set; a cancellation of the current build cuts it short with
+    `Cancelled`. (Only one event can be waited on at a time, so the scope's is polled.)"""
+    while not event.wait(0.05):
+        checkpoint()
 
 
 class CancellingPool:

@@ -192,20 +192,24 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
             for position, platform in enumerate(config.from_.platforms)
         ]
         bases = [pull.result() for pull in pulls]
+        detections = [threading.Event() for _ in bases]
         if any(output in _BYTE_OUTPUTS for output in plan.outputs):
-            for base in bases:
-                pool.submit(steps.obtain_base_layers, base, store)
+            for base, detected in zip(bases, detections, strict=True):
+                pool.submit(_prefetch_base_layers, base, store, detected)
 
         # Platforms build side by side; a layer that comes out the same for each (code,
         # resources) is written once, as the layer writer serializes equal selectors. The
         # first builds in this thread, so Ctrl-C or SIGTERM stops it at once: a pool thread
         # cannot be interrupted, only waited for.
         image_format = config.container.format or bases[0].manifest.format
+        build = functools.partial(
+            _build_platform, plan, store=store, image_format=image_format, metadata=metadata
+        )
         others = [
-            pool.submit(_build_platform, plan, base, store, image_format, metadata, wheel)
-            for base in bases[1:]
+            pool.submit(build, base, detected, wheel)
+            for base, detected in zip(bases[1:], detections[1:], strict=True)
         ]
-        first = _build_platform(plan, bases[0], store, image_format, metadata, wheel)
+        first = build(bases[0], detections[0], wheel)
         images = []
         for image, app in [first, *(build.result() for build in others)]:
             steps.report_layers(app)
@@ -216,13 +220,26 @@ def _build_images(plan: BuildPlan, store: BlobStore, options: TransportOptions) 
     return steps.assemble_index(images, image_format=image_format, annotations=metadata)
 
 
+def _prefetch_base_layers(
+    base: steps.BaseImage, store: BlobStore, detected: threading.Event
+) -> None:
+    """A byte output's base layers, downloaded while the application layers build. Their
+    diff_ids are checked once target detection is done: a detection that read the layers
+    checked them from that read, so no layer is unpacked twice."""
+    steps.obtain_base_layers(base, store)
+    cancel.wait(detected)
+    steps.check_base_layers(base, store)
+
+
 def _build_platform(
     plan: BuildPlan,
     base: steps.BaseImage,
+    detected: threading.Event,
+    wheel: Future[steps.ProjectWheel],
+    *,
     store: BlobStore,
     image_format: str,
     metadata: dict[str, str],
-    wheel: Future[steps.ProjectWheel],
 ) -> tuple[Image, steps.AppLayers]:
     config = plan.config
     python = config.python
@@ -232,7 +249,10 @@ def _build_platform(
         libc=python.libc,
         platform_tags=python.platform_tags,
     )
-    target = steps.detect_target_profile(base, store, overrides)
+    try:
+        target = steps.detect_target_profile(base, store, overrides)
+    finally:
+        detected.set()
     app = steps.build_application_layers(
         plan.project, config, target, store, wheel.result(), base_layers=len(base.manifest.layers)
     )

@@ -91,6 +91,7 @@ __all__ = [
     "assemble_index",
     "build_application_layers",
     "build_project_wheel",
+    "check_base_layers",
     "choose_entrypoint",
     "connect",
     "detect_target_profile",
@@ -383,10 +384,10 @@ def fetch_base_blob(base: BaseImage, digest: str, store: BlobStore) -> Path:
 _DOWNLOADS = threading.Lock()
 
 
-def obtain_base_layers(base: BaseImage, store: BlobStore, *, check: bool = True) -> list[Path]:
-    """Download every base layer into the cache (skipping cached ones), in parallel, and
-    unless told not to (the caller reads them whole anyway), check them against their
-    diff_ids."""
+def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
+    """Download every base layer into the cache (skipping cached ones), in parallel. Their
+    digests are verified; their diff_ids are left to `check_base_layers`, which a caller that
+    reads the layers whole anyway can feed from its own read."""
     digests = [layer.digest for layer in base.manifest.layers]
 
     # Target detection and a tar prefetch may both ask: the second waits and finds them cached.
@@ -407,12 +408,10 @@ def obtain_base_layers(base: BaseImage, store: BlobStore, *, check: bool = True)
                 f"its manifest says {layer.size}",
                 hint="the base image's manifest is wrong; choose another base image or tag",
             )
-    if check:
-        _check_diff_ids(base, store)
     return [store.path(digest) for digest in digests]
 
 
-def _check_diff_ids(
+def check_base_layers(
     base: BaseImage, store: BlobStore, read: Mapping[Path, str] | None = None
 ) -> None:
     """Each base layer unpacks to the diff_id its config lists; checked once per layer.
@@ -475,7 +474,7 @@ def detect_target_profile(
     layers: list[Path] = []
     if not _config_says_enough(base.config, overrides):
         # The scan reads each layer whole: the diff_ids are checked from what it read.
-        layers = obtain_base_layers(base, store, check=False)
+        layers = obtain_base_layers(base, store)
     tar_digests: dict[Path, str] = {}
     target = detect_target(
         base.config,
@@ -486,7 +485,7 @@ def detect_target_profile(
         tar_digests=tar_digests,
     )
     if layers:
-        _check_diff_ids(base, store, tar_digests)
+        check_base_layers(base, store, tar_digests)
     store.write_record("targets", key, target.__dict__)
     return target
 

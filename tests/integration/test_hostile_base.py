@@ -15,7 +15,7 @@ from hatch_jib.image.descriptor import MediaType, sha256_digest
 from hatch_jib.image.platform import Platform
 from hatch_jib.image.reference import parse_reference
 from hatch_jib.pipeline import steps
-from hatch_jib.pipeline.steps import obtain_base_layers, pull_base_image
+from hatch_jib.pipeline.steps import check_base_layers, obtain_base_layers, pull_base_image
 from hatch_jib.registry import RegistryClient, TransportOptions
 from tests.support.fake_registry import fake_registry
 
@@ -83,6 +83,7 @@ def _pull(host: str, store: BlobStore):
     with client:
         base = pull_base_image(reference, client, store, Platform())
         obtain_base_layers(base, store)
+        check_base_layers(base, store)
 
 
 @pytest.mark.parametrize(

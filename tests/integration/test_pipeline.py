@@ -284,6 +284,36 @@ def test_registry_build_over_a_described_base_downloads_no_base_layer(
     assert "Layer config" not in built.stderr
 
 
+@pytest.mark.parametrize("described", [False, True], ids=["detected", "described"])
+def test_a_tar_build_unpacks_each_base_layer_once_to_check_its_diff_id(
+    tmp_path, monkeypatch, base_image, described
+):
+    # Target detection reads the base layers whole and checks their diff_ids from that read;
+    # the tar's prefetch checks only what detection left, so each layer is unpacked once.
+    project = project_copy(tmp_path)
+    environ = {
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+        "JIB_FROM_IMAGE": base_image,
+        "JIB_CONSOLE": "plain",
+    }
+    if described:  # detection reads no layer, so the prefetch must check them all
+        environ |= {"JIB_PYTHON_VERSION": "3.11", "JIB_PYTHON_LIBC": "glibc"}
+    unpacked: list[str] = []
+    real = steps._uncompressed_digest
+    monkeypatch.setattr(
+        steps,
+        "_uncompressed_digest",
+        lambda path, *rest: unpacked.append(path.name) or real(path, *rest),
+    )
+
+    build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))
+
+    base = layers_of(project)["base"]["digest"]
+    assert unpacked == ([base.removeprefix("sha256:")] if described else [])
+    store = cache_module.BlobStore(tmp_path / "cache")
+    assert store.read_record("diff-ids", base) is not None
+
+
 @pytest.mark.parametrize("broken", ["wheel", "base"])
 def test_first_failure_is_reported_once_and_leaves_no_partial_output(
     tmp_path, registry, base_image, broken

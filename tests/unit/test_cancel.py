@@ -93,3 +93,18 @@ def test_sleep_is_cut_short_by_a_cancellation():
         cancel.sleep(30)
 
     assert time.monotonic() - start < 5
+
+
+def test_waiting_for_an_event_ends_when_it_is_set_or_the_build_is_cancelled():
+    done, cancelled = threading.Event(), threading.Event()
+    threading.Timer(0.1, done.set).start()
+    with cancel.scope(cancelled):
+        cancel.wait(done)  # returns once set
+    assert done.is_set()
+
+    never = threading.Event()
+    threading.Timer(0.1, cancelled.set).start()
+    start = time.monotonic()
+    with cancel.scope(cancelled), pytest.raises(cancel.Cancelled):
+        cancel.wait(never)
+    assert time.monotonic() - start < 5
