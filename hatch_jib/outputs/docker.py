@@ -19,6 +19,7 @@ import httpx
 from hatch_jib.errors import BuildError
 from hatch_jib.image.image import BuiltImage, Image
 from hatch_jib.image.platform import Platform
+from hatch_jib.interruptible import interruptible_transport
 from hatch_jib.outputs.tar import write_image_tar
 
 __all__ = ["DEFAULT_DOCKER_HOST", "DockerDaemon", "choose_image", "find_daemon", "load_image"]
@@ -84,6 +85,7 @@ def _api_endpoint(host: str, environ: Mapping[str, str]) -> tuple[str | None, st
 
 def _api_client(socket: str | None, base_url: str) -> httpx.Client:
     transport = httpx.HTTPTransport(uds=socket) if socket else httpx.HTTPTransport()
+    interruptible_transport(transport)
     return httpx.Client(transport=transport, base_url=base_url)
 
 

@@ -57,10 +57,8 @@ def push_image(
         )
 
     configs = {image.config.digest: image.config for image in built.images}
-    # The first blob that fails, or Ctrl-C, stops the other uploads at their next chunk.
-    # TODO(#4): not an upload whose bytes are all sent and that waits for the registry's
-    # answer: the push waits for that answer or the read timeout (60 s by default) before
-    # it stops, as httpx gives no way to break off a request from another thread.
+    # The first blob that fails, or Ctrl-C, stops the other uploads at their next chunk, or
+    # within a moment if one waits on the registry (see `hatch_jib.interruptible`).
     with cancel.CancellingPool(MAX_CONNECTIONS, name="jib-push") as pool:
         # Configs go up beside the layers: only the manifests have to wait for every blob.
         for config in configs.values():

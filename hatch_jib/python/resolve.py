@@ -24,6 +24,7 @@ from hatch_jib import cancel
 from hatch_jib.cache import BlobStore, BlobWriter, file_digest, record_of
 from hatch_jib.errors import BuildError
 from hatch_jib.image.descriptor import DigestMismatch
+from hatch_jib.interruptible import interruptible
 from hatch_jib.python.target import TargetProfile
 
 if sys.version_info >= (3, 11):
@@ -425,7 +426,7 @@ def download(
     """
     if not wheels:
         return []
-    with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
+    with interruptible(httpx.Client(timeout=_TIMEOUT, follow_redirects=True)) as client:
         if len(wheels) == 1:
             return [_fetch(wheels[0], store, client, offline)]
         with ThreadPoolExecutor(max_workers=_DOWNLOAD_WORKERS) as pool:

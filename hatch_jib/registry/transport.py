@@ -27,6 +27,7 @@ import httpx
 
 from hatch_jib import cancel
 from hatch_jib.errors import ConfigError, RegistryError
+from hatch_jib.interruptible import interruptible, interruptible_transport
 
 __all__ = [
     "MAX_TIMEOUTS",
@@ -370,9 +371,10 @@ class Transport:
             transport = _LazyTLSTransport(lambda: httpx.HTTPTransport(verify=tls_context(None)))
             return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
         ssl_context: ssl.SSLContext | bool = tls_context(ca_file) if verify else False
-        return httpx.Client(
+        client = httpx.Client(
             verify=ssl_context, timeout=timeout, follow_redirects=False, trust_env=True
         )
+        return interruptible(client)
 
     def _unverified_client(self) -> httpx.Client:
         # Its own lock: the probe asks for this client while holding `_lock`.
@@ -393,6 +395,7 @@ class _LazyTLSTransport(httpx.BaseTransport):
     def __init__(self, make_https: Callable[[], httpx.BaseTransport]) -> None:
         # The plain transport never performs a handshake, so it needs no trust store.
         self._plain = httpx.HTTPTransport(verify=False)
+        interruptible_transport(self._plain)
         self._make_https = make_https
         self._https: httpx.BaseTransport | None = None
         self._lock = threading.Lock()
@@ -403,6 +406,7 @@ class _LazyTLSTransport(httpx.BaseTransport):
         with self._lock:
             if self._https is None:
                 self._https = self._make_https()
+                interruptible_transport(self._https)
         return self._https.handle_request(request)
 
     def close(self) -> None:

@@ -6,13 +6,17 @@ import json
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
+from hatch_jib import cancel
 from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import MediaType, sha256_digest
 from hatch_jib.registry import Credential, RegistryClient, TransportOptions, transport
@@ -219,3 +223,81 @@ def test_clients_sharing_options_probe_a_host_once(tmp_path: Path) -> None:
     fresh_options = TransportOptions(ca_file=ca_file, timeout=5.0, max_retries=0)
     with closing(Transport(registry.host, fresh_options)) as fresh:
         assert fresh.scheme == "http"
+
+
+@dataclass
+class SilentRegistry:
+    """An HTTPS registry that answers its `/v2/` probe and holds every other request."""
+
+    host: str
+    ca_file: Path
+    asked: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def silent_registry(tmp_path: Path) -> Iterator[SilentRegistry]:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    registry = SilentRegistry(f"127.0.0.1:{listener.getsockname()[1]}", tmp_path / "ca.pem")
+    ca.cert_pem.write_to_path(str(registry.ca_file))
+
+    def serve(connection: socket.socket) -> None:
+        with suppress(OSError), context.wrap_socket(connection, server_side=True) as tls:
+            while request := tls.recv(65536):
+                if not request.startswith(b"GET /v2/ "):
+                    registry.asked.set()
+                    registry.release.wait(15)
+                    return
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    def accept() -> None:
+        with suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield registry
+    finally:
+        registry.release.set()
+        listener.close()
+
+
+@pytest.mark.parametrize("route", ["direct", "https-proxy"])
+def test_a_cancelled_build_stops_waiting_for_a_registry_that_holds_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy, route: str
+) -> None:
+    stop, failures = threading.Event(), []
+
+    with silent_registry(tmp_path) as registry:
+        if route == "direct":
+            monkeypatch.setenv("SSL_CERT_FILE", str(registry.ca_file))  # the lazy trust store
+        else:
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+        ca_file = None if route == "direct" else str(registry.ca_file)
+        options = TransportOptions(ca_file=ca_file, timeout=20.0, max_retries=0)
+
+        def fetch() -> None:
+            with cancel.scope(stop):
+                try:
+                    c.get_manifest("v1")
+                except BaseException as error:
+                    failures.append(error)
+
+        with RegistryClient(registry.host, "team/app", credential=None, options=options) as c:
+            worker = threading.Thread(target=fetch)
+            worker.start()
+            assert registry.asked.wait(10)
+            stop.set()
+            worker.join(10)
+            held = not registry.release.is_set()
+
+    assert not worker.is_alive() and held
+    assert [type(error) for error in failures] == [cancel.Cancelled]
+    assert set(proxy.targets) == (set() if route == "direct" else {registry.host})

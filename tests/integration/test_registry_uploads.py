@@ -384,6 +384,50 @@ def test_a_blob_that_fails_stops_the_other_uploads_and_no_manifest_is_pushed(
     assert all("/manifests/" not in request.path for request in server.seen)
 
 
+def test_an_upload_waiting_for_the_registrys_answer_stops_when_another_blob_fails(
+    tmp_path: Path,
+) -> None:
+    layer, config = b"layer bytes" * 64, b'{"architecture": "amd64"}'
+    paths = {}
+    for data in (layer, config):
+        paths[sha256_digest(data)] = tmp_path / sha256_digest(data).replace(":", "-")
+        paths[sha256_digest(data)].write_bytes(data)
+    layer_held, release, answered_late = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_layer_refuse_config(request: Seen, n: int) -> Reply | None:
+        digest = parse_qs(urlsplit(request.path).query).get("digest", [""])[0]
+        if request.method == "PUT" and digest == sha256_digest(layer):
+            # Every byte is in; the registry takes its time to answer.
+            layer_held.set()
+            if release.wait(15):
+                return Answer(drop=True)  # the client has gone
+            answered_late.set()
+        if request.method == "PUT" and digest == sha256_digest(config):
+            layer_held.wait(10)
+            return 403, {}, _errors("DENIED")
+        return None
+
+    emulator = UploadRegistry(fault=hold_layer_refuse_config)
+    options = TransportOptions(timeout=20.0, max_retries=0)
+    with (
+        fake_registry(emulator) as server,
+        RegistryClient(server.host, "team/app", credential=None, options=options) as c,
+    ):
+        target = parse_reference(f"{server.host}/team/app")
+        try:
+            with pytest.raises(RegistryError) as caught:
+                push_image(
+                    _image(layer, config), client=c, target=target, tags=["v1"], blob_path=paths.get
+                )
+            # The push gave up on the layer's answer rather than waiting it out.
+            assert layer_held.is_set() and not answered_late.is_set()
+        finally:
+            release.set()
+
+    assert caught.value.code == "DENIED"
+    assert all("/manifests/" not in request.path for request in server.seen)
+
+
 def test_a_restarted_upload_waits_as_long_as_the_registrys_retry_after(blob_file: Path) -> None:
     posts: list[float] = []
 
