@@ -3,8 +3,9 @@
 A thread blocked in `recv` cannot be asked to stop: a registry that holds its answer to an
 upload, or a download that stalls, would keep a failed or Ctrl-C'd build waiting for the
 whole read timeout. So the sockets of our httpx clients wait in short slices, and between
-two slices `cancel.checkpoint()` raises `Cancelled` if the build was cancelled. The
-request's own timeout still counts from its start, as before.
+two slices `cancel.checkpoint()` raises `Cancelled` if the build was cancelled. Timeouts
+still count as httpcore counts them: from the start of a read, and from a write's last
+progress. Opening a connection (DNS, TCP, the TLS handshake) is not sliced.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class _Stream(httpcore.NetworkStream):
             self._inner.write(buffer, timeout)
             return
         try:
-            _send_all(self._socket, memoryview(buffer), _deadline(timeout))
+            _send_all(self._socket, memoryview(buffer), timeout)
         except TimeoutError as error:
             raise httpcore.WriteTimeout(str(error)) from error
         except OSError as error:
@@ -128,8 +129,10 @@ class _Stream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-def _send_all(sock: socket.socket, data: memoryview, deadline: float | None) -> None:
-    # After a timed-out `send`, TLS needs the same bytes offered again, which they are.
+def _send_all(sock: socket.socket, data: memoryview, timeout: float | None) -> None:
+    # As in httpcore, the timeout runs from the last progress, not from the first byte: a
+    # slow reader that keeps taking bytes is not a stalled one.
+    deadline = _deadline(timeout)
     while data:
         sock.settimeout(_slice(deadline))
         try:
@@ -137,9 +140,11 @@ def _send_all(sock: socket.socket, data: memoryview, deadline: float | None) -> 
         except TimeoutError:
             if _expired(deadline):
                 raise
+            # After a timed-out `send`, TLS needs the same bytes offered again, which they are.
             cancel.checkpoint()
             continue
         data = data[sent:]
+        deadline = _deadline(timeout)
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -305,9 +305,11 @@ class RegistryClient:
         with self._lock:
             unused = [location for location, _ in self._open_sessions.values()]
             self._open_sessions.clear()
-        for location in unused:
-            self._cancel_upload(location)
-        self.transport.close()
+        try:
+            for location in unused:
+                self._cancel_upload(location)
+        finally:
+            self.transport.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -543,10 +545,14 @@ class RegistryClient:
         return self._resolve(location, path), _min_chunk(response)
 
     def _cancel_upload(self, url: str, *, once: bool = False) -> None:
+        # Cleanup: the registry ends the session itself in time, so neither its error nor a
+        # build cancelled while it answers slowly may stop what called this.
         try:
             self._request("DELETE", url, what="upload session", idempotent=not once).close()
         except RegistryError as error:
             log.debug("%s: could not cancel upload %s: %s", self._where, url, error.message)
+        except cancel.Cancelled:
+            log.debug("%s: left upload %s to expire: the build was cancelled", self._where, url)
 
     def _check_digest_header(self, response: httpx.Response, digest: str, action: str) -> None:
         echoed = response.headers.get("Docker-Content-Digest")

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from hatch_jib import progress
+from hatch_jib import cancel, progress
 from hatch_jib.errors import RegistryError
 from hatch_jib.image.descriptor import Descriptor, MediaType, sha256_digest
 from hatch_jib.image.image import Image, ImageLayer
@@ -301,6 +301,33 @@ def test_session_a_refused_mount_opened_is_cancelled_when_unused(blob_file: Path
     [delete] = server.requests("DELETE")
     assert urlsplit(delete.path).path == f"{UPLOADS}s0"
     assert emulator.sessions == {}
+
+
+def test_a_cancelled_build_closes_a_client_whose_registry_is_slow_to_end_a_session(
+    blob_file: Path,
+) -> None:
+    release = threading.Event()
+
+    def hold_deletes(request: Seen, n: int) -> Reply | None:
+        if request.method == "DELETE" and release.wait(10):
+            return Answer(drop=True)  # the client has gone
+        return None
+
+    emulator = UploadRegistry(fault=hold_deletes)
+    options = TransportOptions(timeout=5.0, max_retries=0)
+    cancelled = threading.Event()
+    with fake_registry(emulator) as server:
+        try:
+            c = RegistryClient(server.host, "team/app", credential=None, options=options)
+            c.mount_blob(DIGEST, "team/base")
+            cancelled.set()
+            with cancel.scope(cancelled):
+                c.close()  # its cleanup is cut short, not its closing
+        finally:
+            release.set()
+
+    [delete] = server.requests("DELETE")
+    assert urlsplit(delete.path).path == f"{UPLOADS}s0"
 
 
 def test_config_goes_up_beside_the_layers_and_the_manifest_after_every_blob(

@@ -95,6 +95,24 @@ def test_a_read_still_times_out_after_the_whole_timeout() -> None:
     assert waited >= 0.35
 
 
+def test_a_write_to_a_slow_reader_that_keeps_reading_does_not_time_out() -> None:
+    def read_slowly(connection: socket.socket) -> None:
+        left = len(BIG)
+        while left:
+            time.sleep(0.1)  # far slower than loopback, but never 0.5 s without reading
+            left -= len(connection.recv(min(left, 1024 * 1024)))
+        connection.sendall(b"ok")
+
+    with peer(read_slowly) as port:
+        stream = connect(port)
+        with cancel.scope(threading.Event()):
+            stream.write(BIG, timeout=0.5)
+            answer = stream.read(2, timeout=10.0)
+        stream.close()
+
+    assert answer == b"ok"
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_a_write_that_waits_through_many_slices_delivers_every_byte_once(
     ca: trustme.CA, tls: bool
