@@ -80,6 +80,55 @@ def test_a_write_to_a_peer_that_reads_nothing_stops_when_the_build_is_cancelled(
         release.set()
 
 
+@pytest.fixture
+def full_listener() -> Iterator[int]:
+    """A port whose accept queue is full: a new connection's SYN goes unanswered, as from a
+    host that drops packets."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = socket.create_connection(("127.0.0.1", port))
+    yield port
+    queued.close()
+    listener.close()
+
+
+def test_a_connect_to_a_host_that_drops_packets_stops_when_the_build_is_cancelled(
+    full_listener: int,
+) -> None:
+    with cancel.scope(cancelled_after(0.2)), pytest.raises(cancel.Cancelled):
+        InterruptibleBackend(httpcore.SyncBackend()).connect_tcp("127.0.0.1", full_listener, 8.0)
+
+
+def test_a_connect_still_times_out_and_a_refused_one_fails_at_once(full_listener: int) -> None:
+    backend = InterruptibleBackend(httpcore.SyncBackend())
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+
+    with cancel.scope(threading.Event()):
+        with pytest.raises(httpcore.ConnectTimeout):
+            backend.connect_tcp("127.0.0.1", full_listener, 0.3)
+        started = time.monotonic()
+        with pytest.raises(httpcore.ConnectError) as refused:
+            backend.connect_tcp("127.0.0.1", closed_port, 8.0)
+
+    assert time.monotonic() - started < 4.0
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+
+
+def test_a_tls_handshake_with_a_silent_peer_stops_when_the_build_is_cancelled() -> None:
+    release = threading.Event()
+
+    with peer(lambda connection: release.wait(10)) as port:
+        stream = connect(port)
+        with cancel.scope(cancelled_after(0.2)), pytest.raises(cancel.Cancelled):
+            stream.start_tls(ssl.create_default_context(), "localhost", timeout=8.0)
+        stream.close()
+        release.set()
+
+
 def test_a_read_still_times_out_after_the_whole_timeout() -> None:
     release = threading.Event()
 
