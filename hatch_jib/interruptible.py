@@ -38,7 +38,13 @@ T = TypeVar("T")
 # How long a cancelled build may go on waiting on a socket, at most.
 SLICE = 0.1
 
-_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, getattr(errno, "WSAEWOULDBLOCK", -1)}
+# A non-blocking connect under way (EINTR too: the kernel goes on connecting).
+_IN_PROGRESS = {
+    errno.EINPROGRESS,
+    errno.EWOULDBLOCK,
+    errno.EINTR,
+    getattr(errno, "WSAEWOULDBLOCK", -1),
+}
 
 
 def interruptible(client: httpx.Client) -> httpx.Client:
@@ -155,21 +161,23 @@ def _open_connection(
     slices. Name resolution is not sliced."""
     failure: OSError = OSError(f"no address for {host}")
     for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
+        sock: socket.socket | None = None
         try:
+            # Inside the try: a family this kernel lacks (IPv6) moves on to the next address.
+            sock = socket.socket(family, kind, proto)
             for option in options:
                 sock.setsockopt(*option)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if local_address is not None:
                 sock.bind((local_address, 0))
             _connect(sock, address, timeout)
-        except OSError as error:
-            sock.close()
+        except BaseException as error:
+            if sock is not None:
+                sock.close()
+            if not isinstance(error, OSError):
+                raise
             failure = error
             continue
-        except BaseException:
-            sock.close()
-            raise
         return sock
     raise failure
 

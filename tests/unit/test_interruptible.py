@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpcore
 import httpx
@@ -116,6 +117,25 @@ def test_a_connect_still_times_out_and_a_refused_one_fails_at_once(full_listener
 
     assert time.monotonic() - started < 4.0
     assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+
+
+def test_an_address_whose_socket_cannot_be_made_gives_way_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = socket.getaddrinfo
+
+    def unusable_first(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        family, kind, _, name, address = found[0]
+        return [(family, kind, 9999, name, address), *found]  # no such protocol
+
+    monkeypatch.setattr(socket, "getaddrinfo", unusable_first)
+    with peer(lambda connection: connection.sendall(b"hello")) as port:
+        stream = InterruptibleBackend(httpcore.SyncBackend()).connect_tcp("127.0.0.1", port, 5.0)
+        greeting = stream.read(5, timeout=5.0)
+        stream.close()
+
+    assert greeting == b"hello"
 
 
 def test_a_tls_handshake_with_a_silent_peer_stops_when_the_build_is_cancelled() -> None:
