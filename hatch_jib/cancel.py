@@ -3,8 +3,9 @@
 A thread cannot be interrupted from outside, only asked. The runner opens a `scope`; code
 that runs long (a layer's files, a download's or an upload's chunks, a wheel's files) calls
 `checkpoint()`, which raises `Cancelled` once the scope is cancelled, and waits between
-retries with `sleep`, which a cancellation cuts short. Work handed to another thread carries
-the scope with it through `bind`, or runs in a `CancellingPool`.
+retries with `sleep`, which a cancellation cuts short. Scopes nest: work is cancelled when
+any scope around it is, so a pool inside a pool stops with either. Work handed to another
+thread carries its scopes with it through `bind`, or runs in a `CancellingPool`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ __all__ = ["Cancelled", "CancellingPool", "bind", "checkpoint", "scope", "sleep"
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_CURRENT: ContextVar[threading.Event | None] = ContextVar("hatch_jib_cancel", default=None)
+# The signals of the scopes around the current work, innermost last.
+_CURRENT: ContextVar[tuple[threading.Event, ...]] = ContextVar("hatch_jib_cancel", default=())
+# How often a wait looks at the signals of the outer scopes.
+_POLL = 0.05
 
 
 class Cancelled(Exception):
@@ -32,8 +36,9 @@ class Cancelled(Exception):
 
 @contextmanager
 def scope(event: threading.Event) -> Iterator[threading.Event]:
-    """Make `event` the cancellation signal of this thread's work until the block ends."""
-    token = _CURRENT.set(event)
+    """Make `event` a cancellation signal of this thread's work until the block ends, beside
+    those of the scopes around it."""
+    token = _CURRENT.set((*_CURRENT.get(), event))
     try:
         yield event
     finally:
@@ -42,17 +47,16 @@ def scope(event: threading.Event) -> Iterator[threading.Event]:
 
 def checkpoint() -> None:
     """Raise `Cancelled` if the current build was cancelled; cheap enough to call per file."""
-    event = _CURRENT.get()
-    if event is not None and event.is_set():
+    if any(event.is_set() for event in _CURRENT.get()):
         raise Cancelled("the build was cancelled")
 
 
 def bind(fn: Callable[P, T]) -> Callable[P, T]:
-    """`fn`, run under the caller's scope in whatever thread calls it."""
-    event = _CURRENT.get()
+    """`fn`, run under the caller's scopes in whatever thread calls it."""
+    events = _CURRENT.get()
 
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        token = _CURRENT.set(event)
+        token = _CURRENT.set(events)
         try:
             return fn(*args, **kwargs)
         finally:
@@ -63,28 +67,33 @@ def bind(fn: Callable[P, T]) -> Callable[P, T]:
 
 def sleep(seconds: float) -> None:
     """`time.sleep` that a cancellation of the current build cuts short with `Cancelled`."""
-    event = _CURRENT.get()
-    if event is None:
+    events = _CURRENT.get()
+    if not events:
         time.sleep(seconds)
-    elif event.wait(seconds):
-        raise Cancelled("the build was cancelled")
+        return
+    # The innermost signal wakes the wait at once; the outer ones are looked at each _POLL.
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        checkpoint()
+        events[-1].wait(min(left, _POLL))
+    checkpoint()
 
 
 def wait(event: threading.Event) -> None:
     """Wait until `event` is set; a cancellation of the current build cuts it short with
-    `Cancelled`. (Only one event can be waited on at a time, so the scope's is polled.)"""
-    while not event.wait(0.05):
+    `Cancelled`. (Only one event can be waited on at a time, so the scopes' are polled.)"""
+    while not event.wait(_POLL):
         checkpoint()
 
 
 class CancellingPool:
     """Threads for work beside the caller's, where the first failure cancels the rest.
 
-    Tasks run under a scope of the pool's own: a failure in a task, or in the thread that
-    owns the pool (Ctrl-C), cancels it, so tasks not yet started never start and running
-    ones stop at their next checkpoint. A failure that the owner catches cancels nothing
-    beyond the pool. Every task is waited for, so no thread outlives the pool, and only the
-    first real error is raised.
+    Tasks run under a scope of the pool's own, inside the owner's: a failure in a task, or
+    in the thread that owns the pool (Ctrl-C), cancels it, so tasks not yet started never
+    start and running ones stop at their next checkpoint; so does a cancelled outer scope.
+    A failure that the owner catches cancels nothing beyond the pool. Every task is waited
+    for, so no thread outlives the pool, and only the first real error is raised.
     """
 
     def __init__(self, workers: int, *, name: str) -> None:
@@ -100,11 +109,13 @@ class CancellingPool:
         return future
 
     def wait_all(self) -> None:
-        """Wait for every task; raise the first failure."""
+        """Wait for every task; raise the first failure, or `Cancelled` when a scope around
+        the pool stopped the tasks: the owner must not go on as if they had finished."""
         concurrent.futures.wait(self._futures)
         failure = self._first_failure()
         if failure is not None:
             raise failure
+        checkpoint()
 
     def _cancel_on_failure(self, future: Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:

@@ -17,7 +17,6 @@ import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -395,9 +394,11 @@ def obtain_base_layers(base: BaseImage, store: BlobStore) -> list[Path]:
         missing = [digest for digest in digests if store.verified_path(digest) is None]
         if missing:
             log.info("Downloading %d of %d base layers", len(missing), len(digests))
-        with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="jib-pull") as pool:
-            fetch = cancel.bind(lambda digest: fetch_base_blob(base, digest, store))
-            list(pool.map(fetch, missing))
+        # Ctrl-C here, or the first failed download, stops the others.
+        with cancel.CancellingPool(MAX_CONNECTIONS, name="jib-pull") as pool:
+            for digest in missing:
+                pool.submit(fetch_base_blob, base, digest, store)
+            pool.wait_all()
 
     # The digest proves the bytes; the size must agree too, or our manifest would lie.
     for layer in base.manifest.layers:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -429,9 +428,11 @@ def download(
     with interruptible(httpx.Client(timeout=_TIMEOUT, follow_redirects=True)) as client:
         if len(wheels) == 1:
             return [_fetch(wheels[0], store, client, offline)]
-        with ThreadPoolExecutor(max_workers=_DOWNLOAD_WORKERS) as pool:
-            fetch = cancel.bind(lambda wheel: _fetch(wheel, store, client, offline))
-            return list(pool.map(fetch, wheels))
+        # Ctrl-C here, or the first failed download, stops the others.
+        with cancel.CancellingPool(_DOWNLOAD_WORKERS, name="jib-wheels") as pool:
+            fetched = [pool.submit(_fetch, wheel, store, client, offline) for wheel in wheels]
+            pool.wait_all()
+        return [future.result() for future in fetched]
 
 
 def _fetch(wheel: ResolvedWheel, store: BlobStore, client: httpx.Client, offline: bool) -> Path:

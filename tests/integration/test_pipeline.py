@@ -456,6 +456,40 @@ def test_ctrl_c_stops_a_build_without_waiting_for_its_layers(tmp_path, monkeypat
     assert not (project / "dist" / "jib-image.json").exists()
 
 
+@pytest.mark.parametrize("pinned", [False, True], ids=["detected", "described"])
+def test_ctrl_c_stops_the_base_layer_downloads(tmp_path, monkeypatch, base_image, pinned):
+    project = project_copy(tmp_path)
+    downloading = threading.Event()
+    started: list[str] = []
+    stopped: list[str] = []
+
+    def endless_download(base, digest, store):
+        started.append(digest)
+        downloading.set()
+        work_until_cancelled(stopped, digest)
+
+    def press_ctrl_c():
+        downloading.wait(30)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    monkeypatch.setattr(steps, "fetch_base_blob", endless_download)
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    environ = {
+        "JIB_CACHE_DIR": str(tmp_path / "cache"),
+        "JIB_FROM_IMAGE": base_image,
+        "JIB_CONSOLE": "plain",
+    }
+    if pinned:  # no detection: the download runs in a step's thread, not in the main one
+        environ.update(JIB_PYTHON_VERSION="3.11", JIB_PYTHON_LIBC="glibc")
+
+    with pytest.raises(KeyboardInterrupt):
+        build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))
+
+    # Every download that started was told to stop, instead of running to its end.
+    assert started and sorted(stopped) == sorted(started)
+    assert not (project / "dist" / "jib-image.json").exists()
+
+
 def test_a_failing_platform_stops_the_other_and_its_own_error_is_raised(
     tmp_path, monkeypatch, base_image
 ):

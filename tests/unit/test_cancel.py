@@ -67,6 +67,44 @@ def test_a_failure_the_owner_catches_cancels_nothing_beyond_its_pool():
     assert outcome.result() == "went on"
 
 
+def test_a_pool_inside_a_task_stops_when_the_outer_pool_is_cancelled():
+    started, checks, went_on = threading.Event(), [], []
+
+    def task_with_its_own_pool() -> None:
+        with cancel.CancellingPool(1, name="inner") as inner:
+            inner.submit(_work_until_cancelled, started, checks)
+            inner.wait_all()
+            went_on.append("as if its tasks had finished")
+
+    def fail_once_the_inner_task_runs() -> None:
+        started.wait()
+        raise ValueError("the registry refused the config")
+
+    with (
+        pytest.raises(ValueError, match="refused the config"),
+        cancel.CancellingPool(2, name="outer") as outer,
+    ):
+        outer.submit(task_with_its_own_pool)
+        outer.submit(fail_once_the_inner_task_runs)
+        outer.wait_all()
+
+    assert len(checks) < 100
+    assert went_on == []
+
+
+def test_sleep_and_wait_are_cut_short_by_a_cancelled_outer_scope():
+    outer = threading.Event()
+    threading.Timer(0.1, outer.set).start()
+    start = time.monotonic()
+
+    with cancel.scope(outer), cancel.scope(threading.Event()), pytest.raises(cancel.Cancelled):
+        cancel.sleep(30)
+    with cancel.scope(outer), cancel.scope(threading.Event()), pytest.raises(cancel.Cancelled):
+        cancel.wait(threading.Event())
+
+    assert time.monotonic() - start < 5
+
+
 def test_an_interrupt_while_the_pool_waits_leaves_no_cancelled_scope_behind(monkeypatch):
     pool = cancel.CancellingPool(1, name="test")
 

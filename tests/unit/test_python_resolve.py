@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 import sysconfig
 import threading
 import time
@@ -17,6 +18,7 @@ from hatch_jib.cache import BlobStore
 from hatch_jib.errors import BuildError
 from hatch_jib.python.resolve import ResolvedWheel, download, resolve, uv_binary
 from hatch_jib.python.target import TargetProfile
+from tests.support.fake_registry import Answer, Reply, Seen, fake_registry
 from tests.unit.data.python.wheels import build_wheel
 
 DEBIAN_311 = TargetProfile("3.11", "/usr/bin/python3.11", "amd64", libc_version="2.36")
@@ -159,6 +161,45 @@ def test_download_with_the_wrong_hash_is_a_build_error_naming_the_wheel(
 
     assert wheel.name in raised.value.message
     assert not store.has("sha256:" + "0" * 64)
+
+
+def test_ctrl_c_stops_wheel_downloads_that_wait_on_the_index(store: BlobStore) -> None:
+    both_asked, release, answered_late = threading.Event(), threading.Event(), threading.Event()
+    asked: list[str] = []
+
+    def hold_every_wheel(request: Seen) -> Reply:
+        asked.append(request.path)
+        if len(asked) == 2:
+            both_asked.set()
+        if release.wait(15):
+            return Answer(drop=True)  # the client has gone
+        answered_late.set()
+        return 404, {}, b""
+
+    def press_ctrl_c() -> None:
+        both_asked.wait(10)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    with fake_registry(hold_every_wheel) as index:
+        wheels = [
+            ResolvedWheel(
+                name,
+                "1.0",
+                f"{name}-1.0-py3-none-any.whl",
+                f"http://{index.host}/{name}.whl",
+                "1" * 64,
+                None,
+            )
+            for name in ("first", "second")
+        ]
+        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                download(wheels, store)
+            # Both downloads gave up their wait on the index rather than waiting it out.
+            assert both_asked.is_set() and not answered_late.is_set()
+        finally:
+            release.set()
 
 
 def test_download_from_pypi_verifies_each_wheel(store: BlobStore) -> None:
