@@ -106,7 +106,9 @@ def _push_blob(
             log.info("%s %s pushed (%s)", what, short_digest(digest), human_size(size))
             outcome = "pushed"
     except cancel.Cancelled:
-        report("cancelled")  # stopped because another blob failed, or Ctrl-C
+        # Stopped because another blob failed, or Ctrl-C: say which blobs did not go up.
+        log.info("%s %s not pushed: the push was stopped", what, short_digest(digest))
+        report("cancelled")
         raise
     except BaseException:
         report("failed")

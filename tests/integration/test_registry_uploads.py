@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -412,8 +413,9 @@ def test_a_blob_that_fails_stops_the_other_uploads_and_no_manifest_is_pushed(
 
 
 def test_an_upload_waiting_for_the_registrys_answer_stops_when_another_blob_fails(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="hatch_jib")
     layer, config = b"layer bytes" * 64, b'{"architecture": "amd64"}'
     paths = {}
     for data in (layer, config):
@@ -453,6 +455,8 @@ def test_an_upload_waiting_for_the_registrys_answer_stops_when_another_blob_fail
 
     assert caught.value.code == "DENIED"
     assert all("/manifests/" not in request.path for request in server.seen)
+    short = sha256_digest(layer).partition(":")[2][:12]
+    assert f"{short} not pushed: the push was stopped" in caplog.text
 
 
 def test_a_restarted_upload_waits_as_long_as_the_registrys_retry_after(blob_file: Path) -> None:
