@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -423,6 +424,16 @@ def test_platforms_of_one_build_are_built_side_by_side(tmp_path, monkeypatch, ba
     assert result["platforms"] == ["linux/amd64", "linux/arm64/v8"]
 
 
+def press_ctrl_c_once(ready: Callable[[], object]) -> None:
+    """From another thread: once `ready()` returns, Ctrl-C in the main thread."""
+
+    def press() -> None:
+        ready()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=press, daemon=True).start()
+
+
 def test_ctrl_c_stops_a_build_without_waiting_for_its_layers(tmp_path, monkeypatch, base_image):
     project = project_copy(tmp_path)
     layers_started, released = threading.Event(), threading.Event()
@@ -434,12 +445,8 @@ def test_ctrl_c_stops_a_build_without_waiting_for_its_layers(tmp_path, monkeypat
         finished.append(True)
         raise AssertionError("Ctrl-C did not stop the build")
 
-    def press_ctrl_c():
-        layers_started.wait(30)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
     monkeypatch.setattr(steps, "build_application_layers", slow_layers)
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    press_ctrl_c_once(lambda: layers_started.wait(30))
     environ = {
         "JIB_CACHE_DIR": str(tmp_path / "cache"),
         "JIB_FROM_IMAGE": base_image,
@@ -468,12 +475,8 @@ def test_ctrl_c_stops_the_base_layer_downloads(tmp_path, monkeypatch, base_image
         downloading.set()
         work_until_cancelled(stopped, digest)
 
-    def press_ctrl_c():
-        downloading.wait(30)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
     monkeypatch.setattr(steps, "fetch_base_blob", endless_download)
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    press_ctrl_c_once(lambda: downloading.wait(30))
     environ = {
         "JIB_CACHE_DIR": str(tmp_path / "cache"),
         "JIB_FROM_IMAGE": base_image,
@@ -529,12 +532,8 @@ def test_ctrl_c_stops_every_platform_of_a_build(tmp_path, monkeypatch, base_imag
         both_working.wait()
         work_until_cancelled(stopped, target.architecture)
 
-    def press_ctrl_c():
-        both_working.wait()
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
     monkeypatch.setattr(steps, "build_application_layers", long_layers)
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    press_ctrl_c_once(both_working.wait)
     environ = {
         "JIB_CACHE_DIR": str(tmp_path / "cache"),
         "JIB_FROM_IMAGE": push_multiarch_base(base_image),

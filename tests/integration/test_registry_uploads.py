@@ -335,10 +335,7 @@ def test_config_goes_up_beside_the_layers_and_the_manifest_after_every_blob(
     tmp_path: Path,
 ) -> None:
     layer, config = b"layer bytes", b'{"architecture": "amd64"}'
-    paths = {}
-    for data in (layer, config):
-        paths[sha256_digest(data)] = tmp_path / sha256_digest(data).replace(":", "-")
-        paths[sha256_digest(data)].write_bytes(data)
+    paths = _blob_files(tmp_path, layer, config)
     config_arrived = threading.Event()
 
     def hold_layer_until_config(request: Seen, n: int) -> Reply | None:
@@ -373,10 +370,7 @@ def test_a_blob_that_fails_stops_the_other_uploads_and_no_manifest_is_pushed(
     tmp_path: Path,
 ) -> None:
     layer, config = bytes(range(256)) * 2, b'{"architecture": "amd64"}'
-    paths = {}
-    for data in (layer, config):
-        paths[sha256_digest(data)] = tmp_path / sha256_digest(data).replace(":", "-")
-        paths[sha256_digest(data)].write_bytes(data)
+    paths = _blob_files(tmp_path, layer, config)
     patches_when_config_failed: list[int] = []
 
     def slow_layer_refused_config(request: Seen, n: int) -> Reply | None:
@@ -417,10 +411,7 @@ def test_an_upload_waiting_for_the_registrys_answer_stops_when_another_blob_fail
 ) -> None:
     caplog.set_level(logging.INFO, logger="hatch_jib")
     layer, config = b"layer bytes" * 64, b'{"architecture": "amd64"}'
-    paths = {}
-    for data in (layer, config):
-        paths[sha256_digest(data)] = tmp_path / sha256_digest(data).replace(":", "-")
-        paths[sha256_digest(data)].write_bytes(data)
+    paths = _blob_files(tmp_path, layer, config)
     layer_held, release, answered_late = threading.Event(), threading.Event(), threading.Event()
 
     def hold_layer_refuse_config(request: Seen, n: int) -> Reply | None:
@@ -475,6 +466,15 @@ def test_a_restarted_upload_waits_as_long_as_the_registrys_retry_after(blob_file
 
     assert emulator.blobs == {DIGEST: BLOB}
     assert len(posts) == 2 and posts[1] - posts[0] >= 1.9
+
+
+def _blob_files(directory: Path, *blobs: bytes) -> dict[str, Path]:
+    """Each blob in a file of its own, by digest."""
+    paths = {}
+    for data in blobs:
+        paths[sha256_digest(data)] = directory / sha256_digest(data).replace(":", "-")
+        paths[sha256_digest(data)].write_bytes(data)
+    return paths
 
 
 def _image(layer: bytes, config: bytes) -> Image:

@@ -49,6 +49,17 @@ def peer(handle: Callable[[socket.socket], None]) -> Iterator[int]:
         done.wait(10)
 
 
+@contextmanager
+def silent_peer() -> Iterator[int]:
+    """A peer that accepts, then neither reads nor writes until the block ends."""
+    leave = threading.Event()
+    with peer(lambda connection: leave.wait(10)) as port:
+        try:
+            yield port
+        finally:
+            leave.set()
+
+
 def cancelled_after(seconds: float) -> threading.Event:
     event = threading.Event()
     threading.Timer(seconds, event.set).start()
@@ -60,25 +71,19 @@ def connect(port: int) -> httpcore.NetworkStream:
 
 
 def test_a_read_from_a_silent_peer_stops_when_the_build_is_cancelled() -> None:
-    release = threading.Event()
-
-    with peer(lambda connection: release.wait(10)) as port:
+    with silent_peer() as port:
         stream = connect(port)
         with cancel.scope(cancelled_after(0.2)), pytest.raises(cancel.Cancelled):
             stream.read(1024, timeout=8.0)
         stream.close()
-        release.set()
 
 
 def test_a_write_to_a_peer_that_reads_nothing_stops_when_the_build_is_cancelled() -> None:
-    release = threading.Event()
-
-    with peer(lambda connection: release.wait(10)) as port:
+    with silent_peer() as port:
         stream = connect(port)
         with cancel.scope(cancelled_after(0.2)), pytest.raises(cancel.Cancelled):
             stream.write(BIG, timeout=8.0)
         stream.close()
-        release.set()
 
 
 @pytest.fixture
@@ -139,27 +144,21 @@ def test_an_address_whose_socket_cannot_be_made_gives_way_to_the_next(
 
 
 def test_a_tls_handshake_with_a_silent_peer_stops_when_the_build_is_cancelled() -> None:
-    release = threading.Event()
-
-    with peer(lambda connection: release.wait(10)) as port:
+    with silent_peer() as port:
         stream = connect(port)
         with cancel.scope(cancelled_after(0.2)), pytest.raises(cancel.Cancelled):
             stream.start_tls(ssl.create_default_context(), "localhost", timeout=8.0)
         stream.close()
-        release.set()
 
 
 def test_a_read_still_times_out_after_the_whole_timeout() -> None:
-    release = threading.Event()
-
-    with peer(lambda connection: release.wait(10)) as port:
+    with silent_peer() as port:
         stream = connect(port)
         started = time.monotonic()
         with cancel.scope(threading.Event()), pytest.raises(httpcore.ReadTimeout):
             stream.read(1024, timeout=0.35)
         waited = time.monotonic() - started
         stream.close()
-        release.set()
 
     assert waited >= 0.35
 
