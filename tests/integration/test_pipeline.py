@@ -44,6 +44,11 @@ def cli_env(cache: Path, base_image: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "JIB_CACHE_DIR": str(cache), "JIB_FROM_IMAGE": base_image, **extra}
 
 
+def build_env(cache: Path, base_image: str) -> dict[str, str]:
+    """The settings of an in-process build: its own cache, the base, plain log lines."""
+    return {"JIB_CACHE_DIR": str(cache), "JIB_FROM_IMAGE": base_image, "JIB_CONSOLE": "plain"}
+
+
 def jib(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run `python -m hatch_jib build` from this checkout."""
     return subprocess.run(
@@ -292,11 +297,7 @@ def test_a_tar_build_unpacks_each_base_layer_once_to_check_its_diff_id(
     # Target detection reads the base layers whole and checks their diff_ids from that read;
     # the tar's prefetch checks only what detection left, so each layer is unpacked once.
     project = project_copy(tmp_path)
-    environ = {
-        "JIB_CACHE_DIR": str(tmp_path / "cache"),
-        "JIB_FROM_IMAGE": base_image,
-        "JIB_CONSOLE": "plain",
-    }
+    environ = build_env(tmp_path / "cache", base_image)
     if described:  # detection reads no layer, so the prefetch must check them all
         environ |= {"JIB_PYTHON_VERSION": "3.11", "JIB_PYTHON_LIBC": "glibc"}
     unpacked: list[str] = []
@@ -412,11 +413,7 @@ def test_platforms_of_one_build_are_built_side_by_side(tmp_path, monkeypatch, ba
         return real(*args, **kwargs)
 
     monkeypatch.setattr(steps, "build_application_layers", meet_then_build)
-    environ = {
-        "JIB_CACHE_DIR": str(tmp_path / "cache"),
-        "JIB_FROM_IMAGE": push_multiarch_base(base_image),
-        "JIB_CONSOLE": "plain",
-    }
+    environ = build_env(tmp_path / "cache", push_multiarch_base(base_image))
 
     build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))
 
@@ -447,11 +444,7 @@ def test_ctrl_c_stops_a_build_without_waiting_for_its_layers(tmp_path, monkeypat
 
     monkeypatch.setattr(steps, "build_application_layers", slow_layers)
     press_ctrl_c_once(lambda: layers_started.wait(30))
-    environ = {
-        "JIB_CACHE_DIR": str(tmp_path / "cache"),
-        "JIB_FROM_IMAGE": base_image,
-        "JIB_CONSOLE": "plain",
-    }
+    environ = build_env(tmp_path / "cache", base_image)
 
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -477,11 +470,7 @@ def test_ctrl_c_stops_the_base_layer_downloads(tmp_path, monkeypatch, base_image
 
     monkeypatch.setattr(steps, "fetch_base_blob", endless_download)
     press_ctrl_c_once(lambda: downloading.wait(30))
-    environ = {
-        "JIB_CACHE_DIR": str(tmp_path / "cache"),
-        "JIB_FROM_IMAGE": base_image,
-        "JIB_CONSOLE": "plain",
-    }
+    environ = build_env(tmp_path / "cache", base_image)
     if pinned:  # no detection: the download runs in a step's thread, not in the main one
         environ.update(JIB_PYTHON_VERSION="3.11", JIB_PYTHON_LIBC="glibc")
 
@@ -510,11 +499,7 @@ def test_a_failing_platform_stops_the_other_and_its_own_error_is_raised(
         work_until_cancelled(stopped, target.architecture)
 
     monkeypatch.setattr(steps, "build_application_layers", arm64_breaks)
-    environ = {
-        "JIB_CACHE_DIR": str(tmp_path / "cache"),
-        "JIB_FROM_IMAGE": push_multiarch_base(base_image),
-        "JIB_CONSOLE": "plain",
-    }
+    environ = build_env(tmp_path / "cache", push_multiarch_base(base_image))
 
     with pytest.raises(BuildError, match="the arm64 layers broke"):
         build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))
@@ -534,11 +519,7 @@ def test_ctrl_c_stops_every_platform_of_a_build(tmp_path, monkeypatch, base_imag
 
     monkeypatch.setattr(steps, "build_application_layers", long_layers)
     press_ctrl_c_once(both_working.wait)
-    environ = {
-        "JIB_CACHE_DIR": str(tmp_path / "cache"),
-        "JIB_FROM_IMAGE": push_multiarch_base(base_image),
-        "JIB_CONSOLE": "plain",
-    }
+    environ = build_env(tmp_path / "cache", push_multiarch_base(base_image))
 
     with pytest.raises(KeyboardInterrupt):
         build_project(project, directory=project / "dist", environ=environ, outputs=("tar",))

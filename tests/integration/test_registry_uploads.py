@@ -339,7 +339,7 @@ def test_config_goes_up_beside_the_layers_and_the_manifest_after_every_blob(
     config_arrived = threading.Event()
 
     def hold_layer_until_config(request: Seen, n: int) -> Reply | None:
-        digest = parse_qs(urlsplit(request.path).query).get("digest", [""])[0]
+        digest = _digest_param(request)
         if request.method == "PUT" and "/manifests/" in request.path:
             return 201, {"Docker-Content-Digest": sha256_digest(request.body)}, b""
         if request.method == "PUT" and digest == sha256_digest(config):
@@ -353,12 +353,8 @@ def test_config_goes_up_beside_the_layers_and_the_manifest_after_every_blob(
     image = _image(layer, config)
     emulator = UploadRegistry(fault=hold_layer_until_config)
     options = TransportOptions(timeout=20.0, max_retries=0)
-    with (
-        fake_registry(emulator) as server,
-        RegistryClient(server.host, "team/app", credential=None, options=options) as c,
-    ):
-        target = parse_reference(f"{server.host}/team/app")
-        push_image(image, client=c, target=target, tags=["v1"], blob_path=paths.__getitem__)
+    with fake_registry(emulator) as server:
+        _push(server, options, image, paths)
 
     assert set(emulator.blobs) == set(paths)
     puts = [urlsplit(request.path).path for request in server.requests("PUT")]
@@ -374,7 +370,7 @@ def test_a_blob_that_fails_stops_the_other_uploads_and_no_manifest_is_pushed(
     patches_when_config_failed: list[int] = []
 
     def slow_layer_refused_config(request: Seen, n: int) -> Reply | None:
-        digest = parse_qs(urlsplit(request.path).query).get("digest", [""])[0]
+        digest = _digest_param(request)
         if request.method == "PUT" and digest == sha256_digest(config):
             patches_when_config_failed.append(emulator.counts.get("PATCH", 0))
             return 403, {}, _errors("DENIED")
@@ -388,15 +384,8 @@ def test_a_blob_that_fails_stops_the_other_uploads_and_no_manifest_is_pushed(
     stop_listening = progress.subscribe(
         lambda event: states.update({event.digest: event.state}) if event.state != "sent" else None
     )
-    with (
-        fake_registry(emulator) as server,
-        RegistryClient(server.host, "team/app", credential=None, options=options) as c,
-    ):
-        target = parse_reference(f"{server.host}/team/app")
-        with pytest.raises(RegistryError) as caught:
-            push_image(
-                _image(layer, config), client=c, target=target, tags=["v1"], blob_path=paths.get
-            )
+    with fake_registry(emulator) as server, pytest.raises(RegistryError) as caught:
+        _push(server, options, _image(layer, config), paths)
     stop_listening()
 
     assert caught.value.code == "DENIED"
@@ -415,7 +404,7 @@ def test_an_upload_waiting_for_the_registrys_answer_stops_when_another_blob_fail
     layer_held, release, answered_late = threading.Event(), threading.Event(), threading.Event()
 
     def hold_layer_refuse_config(request: Seen, n: int) -> Reply | None:
-        digest = parse_qs(urlsplit(request.path).query).get("digest", [""])[0]
+        digest = _digest_param(request)
         if request.method == "PUT" and digest == sha256_digest(layer):
             # Every byte is in; the registry takes its time to answer.
             layer_held.set()
@@ -429,16 +418,10 @@ def test_an_upload_waiting_for_the_registrys_answer_stops_when_another_blob_fail
 
     emulator = UploadRegistry(fault=hold_layer_refuse_config)
     options = TransportOptions(timeout=20.0, max_retries=0)
-    with (
-        fake_registry(emulator) as server,
-        RegistryClient(server.host, "team/app", credential=None, options=options) as c,
-    ):
-        target = parse_reference(f"{server.host}/team/app")
+    with fake_registry(emulator) as server:
         try:
             with pytest.raises(RegistryError) as caught:
-                push_image(
-                    _image(layer, config), client=c, target=target, tags=["v1"], blob_path=paths.get
-                )
+                _push(server, options, _image(layer, config), paths)
             # The push gave up on the layer's answer rather than waiting it out.
             assert layer_held.is_set() and not answered_late.is_set()
         finally:
@@ -466,6 +449,20 @@ def test_a_restarted_upload_waits_as_long_as_the_registrys_retry_after(blob_file
 
     assert emulator.blobs == {DIGEST: BLOB}
     assert len(posts) == 2 and posts[1] - posts[0] >= 1.9
+
+
+def _digest_param(request: Seen) -> str:
+    """The `digest` a closing upload PUT names, or ""."""
+    return parse_qs(urlsplit(request.path).query).get("digest", [""])[0]
+
+
+def _push(
+    server: FakeRegistry, options: TransportOptions, image: Image, paths: dict[str, Path]
+) -> None:
+    """Push `image`, whose blobs are in `paths`, to team/app:v1 on `server`."""
+    with RegistryClient(server.host, "team/app", credential=None, options=options) as c:
+        target = parse_reference(f"{server.host}/team/app")
+        push_image(image, client=c, target=target, tags=["v1"], blob_path=paths.__getitem__)
 
 
 def _blob_files(directory: Path, *blobs: bytes) -> dict[str, Path]:
