@@ -102,12 +102,30 @@ class CancellingPool:
         self._futures: list[Future[Any]] = []
         self._event = threading.Event()
         self._scope = scope(self._event)
+        # Tasks at work, counted by the tasks themselves: a Ctrl-C that lands in `submit`
+        # after the executor started a thread but before it recorded it leaves a thread that
+        # its shutdown does not wait for. Once closed, the pool starts no task.
+        self._running = 0
+        self._closed = False
+        self._idle = threading.Condition()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        future = self._executor.submit(bind(fn), *args)
+        future = self._executor.submit(self._run, bind(fn), *args)
         future.add_done_callback(self._cancel_on_failure)
         self._futures.append(future)
         return future
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._idle:
+            if self._closed:
+                raise Cancelled("the build was cancelled")
+            self._running += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
 
     def wait_all(self) -> None:
         """Wait for every task; raise the first failure, or `Cancelled` when a scope around
@@ -140,6 +158,9 @@ class CancellingPool:
             self._event.set()
         try:
             self._executor.shutdown(wait=True, cancel_futures=True)
+            with self._idle:
+                self._closed = True
+                self._idle.wait_for(lambda: self._running == 0)
         finally:
             # Even when a second Ctrl-C breaks the wait: a scope left set would cancel every
             # checkpoint of this thread from then on.

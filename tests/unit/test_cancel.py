@@ -49,6 +49,35 @@ def test_an_interrupt_in_the_owning_thread_stops_the_tasks_before_the_pool_is_le
     assert done < 100 and len(checks) == done  # stopped, and no thread outlived the pool
 
 
+def test_an_interrupt_inside_submit_still_waits_for_the_task_it_started(monkeypatch):
+    started, stopped = threading.Event(), []
+    pool = cancel.CancellingPool(1, name="test")
+    start_thread = pool._executor._adjust_thread_count
+
+    def task() -> None:
+        started.set()
+        try:
+            while True:
+                cancel.checkpoint()
+                time.sleep(0.2)
+        except cancel.Cancelled:
+            stopped.append("task")
+            raise
+
+    def interrupted_once_the_thread_runs() -> None:
+        start_thread()
+        started.wait()
+        # Ctrl-C between the thread's start and the executor's note of it.
+        pool._executor._threads.clear()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pool._executor, "_adjust_thread_count", interrupted_once_the_thread_runs)
+    with pytest.raises(KeyboardInterrupt), pool:
+        pool.submit(task)
+
+    assert stopped == ["task"]  # the pool was left only once its task had stopped
+
+
 def test_a_failure_the_owner_catches_cancels_nothing_beyond_its_pool():
     def outer_task() -> str:
         try:
